@@ -1,0 +1,62 @@
+"""`detect <subcommand>`: one entry point, each subcommand in its own module under detect/commands.
+
+Subcommand modules are imported only when chosen, so `detect --help` answers at once and a
+subcommand that does not need torch never pays for importing it. Each module defines
+`add_arguments(parser)` and `main(args) -> int`.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from detect.errors import UserError
+
+# name -> (module, one-line help). A plain table: what you read here is what gets built.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("detect.commands.demo", "train and evaluate a thin detector on synthetic shapes (CPU, minutes)"),
+    "data-stats": ("detect.commands.data_stats", "print statistics of a dataset spec"),
+    "convert": ("detect.commands.convert", "convert a dataset (VOC XML) to COCO JSON, or write the synthetic set"),
+    "eval": ("detect.commands.eval", "score detections (COCO results JSON) with VOC07 / VOC12 / COCO metrics"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="detect",
+        description="R-CNN-style detection on VGG-16, ResNet-101 and GoogLeNet.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="subcommands:\n" + "\n".join(f"  {name:<16}{help_}" for name, (_, help_) in COMMANDS.items())
+        + "\n\n`detect <subcommand> --help` describes each one.",
+    )
+    parser.add_argument("command", choices=list(COMMANDS), metavar="<subcommand>", help="one of the subcommands below")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser
+
+
+def subcommand_parser(name: str):
+    module_name, help_ = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"detect {name}", description=(module.__doc__ or help_).strip())
+    module.add_arguments(parser)
+    return module, parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = build_parser()
+    if not argv:
+        top.print_help()
+        return 2
+    ns = top.parse_args(argv[:1])
+    module, parser = subcommand_parser(ns.command)
+    args = parser.parse_args(argv[1:])
+    try:
+        return int(module.main(args) or 0)
+    except UserError as err:
+        print(f"detect {ns.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
