@@ -79,7 +79,7 @@ def from_dict(cls: type[T], raw: dict[str, Any], where: str = "config", prefix: 
     hints = typing.get_type_hints(cls)
     for key in raw:
         if key not in fields:
-            raise ConfigError(f"{where}: unknown key {prefix}{key!r}{closest_hint(key, fields, prefix)}")
+            raise ConfigError(f"{where}: unknown key '{prefix}{key}'{closest_hint(key, fields, prefix)}")
     kwargs = {name: coerce(hints[name], raw[name], where, prefix + name) for name in raw}
     try:
         obj = cls(**kwargs)
@@ -97,8 +97,8 @@ def from_dict(cls: type[T], raw: dict[str, Any], where: str = "config", prefix: 
 def closest_hint(key: str, valid: typing.Iterable[str], prefix: str = "") -> str:
     match = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
     if match:
-        return f"; did you mean {prefix}{match[0]!r}?"
-    return f"; valid keys: {', '.join(sorted(valid))}"
+        return f"; did you mean '{prefix}{match[0]}'?"
+    return f"; valid keys: {', '.join(prefix + v for v in sorted(valid))}"
 
 
 def coerce(tp: Any, value: Any, where: str, key: str) -> Any:
