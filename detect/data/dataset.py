@@ -1,0 +1,131 @@
+"""The one detection-dataset interface every reader (VOC, COCO, synthetic shapes) fills in.
+
+A reader parses its annotation files once into `ImageRecord`s (boxes already in our convention:
+0-based continuous x1,y1,x2,y2 in absolute pixels); the base class does the rest, so proposals,
+training and evaluation see the same thing whatever the file format was.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from detect.errors import DatasetError
+
+
+@dataclass
+class ImageRecord:
+    """One annotated image. Boxes [N,4] float32 xyxy (ours); labels [N] int64 in 1..C."""
+
+    image_id: str
+    image_path: Path
+    width: int
+    height: int
+    boxes: np.ndarray
+    labels: np.ndarray
+    difficult: np.ndarray  # bool [N]: VOC "difficult", neither counted nor penalised by VOC AP
+    iscrowd: np.ndarray  # bool [N]: COCO crowd regions, kept for evaluation, never training targets
+    coco_image_id: int | None = None  # the id in the source COCO JSON, when there is one
+
+    def __post_init__(self) -> None:
+        n = len(self.boxes)
+        self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(n, 4)
+        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(n)
+        self.difficult = np.asarray(self.difficult, dtype=bool).reshape(n)
+        self.iscrowd = np.asarray(self.iscrowd, dtype=bool).reshape(n)
+
+
+@dataclass
+class SkipReport:
+    """Counted, reported skips (e.g. zero-size boxes): a policy, never a silent loss."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, str] = field(default_factory=dict)
+
+    def add(self, reason: str, where: str) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        self.examples.setdefault(reason, where)
+
+    def __bool__(self) -> bool:
+        return bool(self.counts)
+
+    def summary(self) -> str:
+        return "; ".join(f"skipped {n} {reason} (first in {self.examples[reason]})" for reason, n in self.counts.items())
+
+
+class DetectionDataset(Dataset):
+    """torchvision-style detection dataset: `ds[i] -> (image float [3,H,W] in [0,1], target dict)`.
+
+    Labels are 1..C with `classes[label - 1]` the name; 0 is background. The training target
+    excludes crowd regions; `target(i, training=False)` keeps everything for evaluation.
+    `transform(image_uint8_hwc, target) -> (image, target)` runs on the training sample if given.
+    """
+
+    def __init__(self, records: list[ImageRecord], classes: list[str], root: Path | None = None,
+                 name: str = "dataset", skips: SkipReport | None = None,
+                 category_ids: list[int] | None = None, transform=None) -> None:
+        self.records = records
+        self.classes = list(classes)
+        self.root = root
+        self.name = name
+        self.skips = skips or SkipReport()
+        # COCO category id of each class (label i -> category_ids[i-1]); 1..C when the source is not COCO.
+        self.category_ids = list(category_ids) if category_ids is not None else list(range(1, len(classes) + 1))
+        self.transform = transform
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_ids(self) -> list[str]:
+        return [r.image_id for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def load_image(self, index: int) -> np.ndarray:
+        """The image as uint8 RGB [H,W,3]. Clear error naming the file if it is missing or corrupt."""
+        from detect.data.images import read_image_rgb
+
+        record = self.records[index]
+        image = read_image_rgb(record.image_path)
+        if image.shape[:2] != (record.height, record.width):
+            raise DatasetError(
+                f"{record.image_path}: image is {image.shape[1]}x{image.shape[0]} but its annotation says "
+                f"{record.width}x{record.height}"
+            )
+        return image
+
+    def target(self, index: int, training: bool = False) -> dict:
+        record = self.records[index]
+        keep = ~record.iscrowd if training else np.ones(len(record.labels), dtype=bool)
+        return {
+            "boxes": torch.from_numpy(record.boxes[keep]),
+            "labels": torch.from_numpy(record.labels[keep]),
+            "difficult": torch.from_numpy(record.difficult[keep]),
+            "iscrowd": torch.from_numpy(record.iscrowd[keep]),
+            "image_id": record.image_id,
+            "index": index,
+            "size": (record.height, record.width),
+        }
+
+    def __getitem__(self, index: int):
+        image = self.load_image(index)
+        target = self.target(index, training=True)
+        if self.transform is not None:
+            image, target = self.transform(image, target)
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+        return tensor, target
+
+    def fingerprint(self) -> str:
+        """A short hash of the image ids and sizes: proposal caches record it to refuse a wrong dataset."""
+        import hashlib
+
+        h = hashlib.sha1()
+        for r in self.records:
+            h.update(f"{r.image_id}:{r.width}x{r.height};".encode())
+        return h.hexdigest()[:16]
