@@ -108,12 +108,10 @@ def voc_xml(filename: str, width: int, height: int, classes: list[str], boxes: n
 
 
 def write_images(dataset: DetectionDataset, images_dir: Path, image_ext: str) -> None:
-    """Each image as images_dir/<image_id><ext>; already complete files are kept, so a rerun resumes."""
+    """Each image as images_dir/<image_id><ext>, written atomically (a stale file is replaced, never mixed in)."""
     images_dir.mkdir(parents=True, exist_ok=True)
     for index, record in enumerate(dataset.records):
         path = images_dir / f"{record.image_id}{image_ext}"
-        if path.is_file():
-            continue
         ok, encoded = cv2.imencode(image_ext, np.ascontiguousarray(dataset.load_image(index)[:, :, ::-1]))
         if not ok:
             raise OSError(f"{path}: could not encode image")
