@@ -1,0 +1,189 @@
+"""The detector: proposals in, detections out, on any backbone, in R-CNN or Fast R-CNN mode.
+
+    normalise (and, in fast mode, rescale) -> region features (warped crops through the whole
+    backbone, or one trunk pass + RoI pooling + head) -> classifier (C+1 soft-max) + localisation
+    head -> losses (training) or soft-max, decode, per-class NMS (test).
+
+Shapes: N images, R regions, F features, C foreground classes; boxes [R,4] xyxy in pixels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
+from torchvision.ops import clip_boxes_to_image
+
+from detect.models.box_coder import BoxCoder
+from detect.models.localisation_head import LocalisationHead, euclidean_loss
+from detect.models.postprocess import InferenceConfig, decode_class_boxes, detect_objects
+from detect.models.region_features import PooledRegions, WarpedRegions
+from detect.models.samplers import RegionSampler, SampledRegions, SamplerConfig, fast_rcnn_sampler, rcnn_sampler
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "vgg16"
+    width: float = 1.0  # channel multiplier: thin versions of the same topology for CPU demos and tests
+    backbone_options: dict = field(default_factory=dict)
+    mode: Literal["fast", "rcnn"] = "fast"
+    # fast mode: shortest side drawn from train_scales per image, test_scale at test, longest <= max_size
+    train_scales: list[int] = field(default_factory=lambda: [600])
+    test_scale: int = 600
+    max_size: int = 1000
+    roi_pool: Literal["align", "pool"] = "align"
+    # rcnn mode: every region warped to warp_size with context_padding pixels of surround
+    warp_size: int = 224
+    context_padding: int = 16
+    chunk_size: int = 256  # regions through the head (fast) or the whole backbone (rcnn) at once
+    # localisation head: per-class (pcr), single-class (scr) or none; trained jointly with the
+    # classifier or as a separate stage (see detection_trainer); on regions with IoU >= box_iou
+    box_regression: Literal["pcr", "scr", "none"] = "pcr"
+    box_training: Literal["joint", "separate"] = "joint"
+    box_iou: float = 0.5
+    box_stds: list[float] = field(default_factory=lambda: [0.1, 0.1, 0.2, 0.2])
+    box_loss_weight: float = 1.0
+    sampler: SamplerConfig | None = None  # None: the paper's sampler for the mode
+
+    def validate(self) -> None:
+        if self.width <= 0:
+            raise ValueError(f"width must be > 0, got {self.width}")
+        if not self.train_scales or min(self.train_scales) < 16 or self.test_scale < 16:
+            raise ValueError("train_scales and test_scale must be >= 16 pixels")
+        if self.max_size < max(self.train_scales + [self.test_scale]):
+            raise ValueError(f"max_size {self.max_size} is below a scale in {self.train_scales} / {self.test_scale}")
+        if len(self.box_stds) != 4 or min(self.box_stds) <= 0:
+            raise ValueError(f"box_stds must be 4 positive numbers, got {self.box_stds}")
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+
+    def sampler_config(self) -> SamplerConfig:
+        if self.sampler is not None:
+            return self.sampler
+        return rcnn_sampler() if self.mode == "rcnn" else fast_rcnn_sampler()
+
+
+class Detector(nn.Module):
+    """forward(images: list [3,H,W] in [0,1], proposals: list [R_i,4], targets=None)
+    -> dict of losses (training) or list of {"boxes","scores","labels"} (eval), image coordinates."""
+
+    def __init__(self, transform: GeneralizedRCNNTransform, regions: nn.Module, num_features: int,
+                 num_classes: int, cfg: ModelConfig, inference: InferenceConfig) -> None:
+        super().__init__()
+        self.transform = transform
+        self.regions = regions
+        self.classifier = nn.Linear(num_features, num_classes + 1)
+        nn.init.normal_(self.classifier.weight, std=0.01)
+        nn.init.zeros_(self.classifier.bias)
+        self.localisation = (LocalisationHead(num_features, num_classes, per_class=cfg.box_regression == "pcr")
+                             if cfg.box_regression != "none" else None)
+        self.box_coder = BoxCoder(tuple(cfg.box_stds))
+        self.sampler = RegionSampler(cfg.sampler_config())
+        self.num_classes = num_classes
+        self.cfg = cfg
+        self.inference = inference
+        # "joint": both losses; "classify" / "localise": the two stages of separate box training.
+        self.stage: Literal["joint", "classify", "localise"] = "joint"
+
+    def forward(self, images: list[torch.Tensor], proposals: list[torch.Tensor], targets: list[dict] | None = None):
+        original_sizes = [tuple(image.shape[-2:]) for image in images]
+        batch, image_sizes, proposals, targets = self.prepare(images, proposals, targets)
+        if self.training:
+            sampled = self.sampler(proposals, targets)
+            proposals = [s.boxes for s in sampled]
+        class_logits, deltas = self.score_regions(batch, proposals)
+        if self.training:
+            return self.losses(class_logits, deltas, sampled)
+        for _ in range(self.inference.refine_iterations):
+            proposals = self.refine(class_logits, deltas, proposals, image_sizes)
+            class_logits, deltas = self.score_regions(batch, proposals)
+        return self.postprocess(class_logits, deltas, proposals, image_sizes, original_sizes)
+
+    def prepare(self, images, proposals, targets):
+        """Normalise, rescale (fast mode), pad into one batch; move proposals and targets along."""
+        if self.cfg.mode == "fast":
+            image_list, targets = self.transform(images, targets)
+            batch, sizes = image_list.tensors, [tuple(s) for s in image_list.image_sizes]
+        else:  # rcnn warps regions straight from the original image
+            normalised = [self.transform.normalize(image) for image in images]
+            batch = self.transform.batch_images(normalised, size_divisible=self.transform.size_divisible)
+            sizes = [tuple(image.shape[-2:]) for image in images]
+        proposals = [resize_boxes(p.to(batch), tuple(image.shape[-2:]), size)
+                     for p, image, size in zip(proposals, images, sizes)]
+        return batch, sizes, proposals, targets
+
+    def train(self, mode: bool = True) -> "Detector":
+        """Training draws each image's scale from train_scales; testing uses test_scale."""
+        super().train(mode)
+        self.transform.min_size = tuple(self.cfg.train_scales) if mode else (self.cfg.test_scale,)
+        return self
+
+    def score_regions(self, batch: torch.Tensor, boxes: list[torch.Tensor]):
+        """class logits [R, C+1] and box deltas [R, 4 or 4C] for every region of the batch."""
+        features = self.regions(batch, boxes)
+        deltas = self.localisation(features) if self.localisation is not None else features.new_zeros((len(features), 4))
+        return self.classifier(features), deltas
+
+    def losses(self, class_logits: torch.Tensor, deltas: torch.Tensor, sampled: list[SampledRegions]) -> dict:
+        labels = torch.cat([s.labels for s in sampled])
+        losses = {}
+        if self.stage != "localise":
+            losses["loss_classifier"] = F.cross_entropy(class_logits, labels)
+        if self.localisation is not None and self.stage != "classify" and self.cfg.box_loss_weight > 0:
+            ious = torch.cat([s.ious for s in sampled])
+            regress = (labels > 0) & (ious >= self.cfg.box_iou)
+            targets = self.box_coder.encode(torch.cat([s.matched_gt for s in sampled])[regress],
+                                            torch.cat([s.boxes for s in sampled])[regress])
+            predicted = self.localisation.select(deltas[regress], labels[regress])
+            losses["loss_box"] = self.cfg.box_loss_weight * euclidean_loss(predicted, targets)
+        return losses
+
+    def refine(self, class_logits, deltas, proposals, image_sizes) -> list[torch.Tensor]:
+        """Iterative refinement: each region moves to the regressed box of its best foreground class."""
+        boxes = decode_class_boxes(self.box_coder, deltas, torch.cat(proposals), self.num_classes)
+        best = class_logits[:, 1:].argmax(dim=1)
+        boxes = boxes[torch.arange(len(best), device=best.device), best]
+        refined = boxes.split([len(p) for p in proposals])
+        return [clip_boxes_to_image(b, size) for b, size in zip(refined, image_sizes)]
+
+    def postprocess(self, class_logits, deltas, proposals, image_sizes, original_sizes) -> list[dict]:
+        scores = F.softmax(class_logits.float(), dim=-1)
+        boxes = decode_class_boxes(self.box_coder, deltas.float(), torch.cat(proposals).float(), self.num_classes)
+        if self.localisation is None:
+            boxes = torch.cat(proposals).float()[:, None, :].expand(-1, self.num_classes, 4)
+        counts = [len(p) for p in proposals]
+        detections = []
+        for s, b, size, original in zip(scores.split(counts), boxes.split(counts), image_sizes, original_sizes):
+            found = detect_objects(s, b, size, self.inference)
+            found["boxes"] = resize_boxes(found["boxes"], size, original)
+            detections.append(found)
+        return detections
+
+
+def build_detector(cfg: ModelConfig, num_classes: int, inference: InferenceConfig | None = None,
+                   weights: str | None = None) -> Detector:
+    """A detector on `cfg.backbone`, optionally starting from pretrained backbone weights."""
+    from backbones import build_backbone
+
+    backbone = build_backbone(cfg.backbone, width=cfg.width, **cfg.backbone_options)
+    if weights:
+        load_backbone_weights(backbone, cfg.backbone, weights)
+    parts = backbone.detection_parts()
+    if cfg.mode == "fast":
+        regions = PooledRegions(parts.trunk, parts.head, parts.num_features, parts.head_input_size,
+                                parts.trunk.stride, cfg.roi_pool, cfg.chunk_size)
+    else:
+        regions = WarpedRegions(parts.trunk, parts.head, parts.num_features, cfg.warp_size, cfg.context_padding,
+                                cfg.chunk_size)
+    transform = GeneralizedRCNNTransform(cfg.test_scale, cfg.max_size, list(parts.mean), list(parts.std),
+                                         size_divisible=parts.trunk.stride)
+    return Detector(transform, regions, parts.num_features, num_classes, cfg, inference or InferenceConfig())
+
+
+def load_backbone_weights(backbone: nn.Module, name: str, weights: str) -> None:
+    from backbones import load_weights
+
+    load_weights(backbone, name, weights)

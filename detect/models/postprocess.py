@@ -1,0 +1,52 @@
+"""Region scores and box deltas -> the final detections of one image (R-CNN / Fast R-CNN test time).
+
+Soft-max over C+1 classes, decode each class's box (or the shared one, SCR), clip to the image,
+drop low scores and degenerate boxes, per-class NMS (torchvision's batched_nms; R-CNN used 0.3),
+keep the best `max_detections`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torchvision.ops import batched_nms, clip_boxes_to_image, remove_small_boxes
+
+from detect.models.box_coder import BoxCoder
+
+
+@dataclass
+class InferenceConfig:
+    score_threshold: float = 0.05
+    nms_iou: float = 0.3
+    max_detections: int = 100
+    refine_iterations: int = 0  # re-score the regressed boxes this many times (iterative refinement)
+
+    def validate(self) -> None:
+        if not 0.0 <= self.score_threshold < 1.0:
+            raise ValueError(f"score_threshold must be in [0, 1), got {self.score_threshold}")
+        if not 0.0 < self.nms_iou <= 1.0:
+            raise ValueError(f"nms_iou must be in (0, 1], got {self.nms_iou}")
+        if self.max_detections < 1 or self.refine_iterations < 0:
+            raise ValueError("max_detections must be >= 1 and refine_iterations >= 0")
+
+
+def decode_class_boxes(box_coder: BoxCoder, deltas: torch.Tensor, proposals: torch.Tensor,
+                       num_classes: int) -> torch.Tensor:
+    """[R, C, 4] boxes, one per foreground class (SCR's single box repeated)."""
+    boxes = box_coder.decode(deltas, proposals)
+    return boxes.expand(-1, num_classes, 4) if boxes.shape[1] == 1 else boxes
+
+
+def detect_objects(scores: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int],
+                   cfg: InferenceConfig) -> dict[str, torch.Tensor]:
+    """scores [R, C+1] (soft-max), boxes [R, C, 4] -> {"boxes" [M,4], "scores" [M], "labels" [M]}."""
+    num_regions, num_classes = boxes.shape[:2]
+    boxes = clip_boxes_to_image(boxes.reshape(-1, 4), image_size)
+    class_scores = scores[:, 1:].reshape(-1)
+    labels = torch.arange(1, num_classes + 1, device=scores.device).repeat(num_regions)
+    keep = torch.where(class_scores > cfg.score_threshold)[0]
+    boxes, class_scores, labels = boxes[keep], class_scores[keep], labels[keep]
+    keep = remove_small_boxes(boxes, 1e-2)
+    boxes, class_scores, labels = boxes[keep], class_scores[keep], labels[keep]
+    keep = batched_nms(boxes, class_scores, labels, cfg.nms_iou)[: cfg.max_detections]
+    return {"boxes": boxes[keep], "scores": class_scores[keep], "labels": labels[keep]}

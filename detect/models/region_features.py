@@ -1,0 +1,85 @@
+"""Per-region feature vectors [R, F] from a backbone's trunk and head, in the two classic ways.
+
+`WarpedRegions` (R-CNN): crop every proposal with context padding from the image, warp it to the
+backbone's input size and run the *whole* backbone (trunk + head) on the crops.
+`PooledRegions` (SPP / Fast R-CNN): run the trunk once per image, pool each proposal's window of
+the feature map to the head's input size (RoIAlign or RoIPool), and run only the head per region.
+
+Both stream the regions in chunks, so thousands of proposals never hold more than `chunk_size`
+crops or RoI feature maps in memory at once. Images come in normalised and padded to one batch
+[N,3,H,W]; boxes are in that batch's pixel coordinates, one [R_i,4] tensor per image.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.ops import roi_align, roi_pool
+
+
+def boxes_to_rois(boxes: list[torch.Tensor]) -> torch.Tensor:
+    """[R,5] rows (image index, x1, y1, x2, y2): the format torchvision's RoI ops take."""
+    if not boxes:
+        return torch.zeros((0, 5))
+    index = torch.cat([torch.full((len(b), 1), i, dtype=b.dtype, device=b.device) for i, b in enumerate(boxes)])
+    return torch.cat([index, torch.cat(boxes)], dim=1)
+
+
+def with_context(boxes: torch.Tensor, warp_size: int, context: int) -> torch.Tensor:
+    """Grow each box so that, once warped to warp_size, `context` pixels of surround lie on every side."""
+    if context <= 0:
+        return boxes
+    scale = warp_size / (warp_size - 2.0 * context)
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = (boxes[:, 2:] - boxes[:, :2]) / 2 * scale
+    return torch.cat([centre - half, centre + half], dim=1)
+
+
+class PooledRegions(nn.Module):
+    """Fast R-CNN: one trunk pass per image, RoI pooling to head_input_size, per-region head."""
+
+    def __init__(self, trunk: nn.Module, head: nn.Module, num_features: int, output_size: int = 14,
+                 stride: int = 16, pool: str = "align", chunk_size: int = 512) -> None:
+        super().__init__()
+        if pool not in ("align", "pool"):
+            raise ValueError(f"RoI pooling must be 'align' or 'pool', got {pool!r}")
+        self.trunk, self.head = trunk, head
+        self.output_size, self.spatial_scale = output_size, 1.0 / stride
+        self.pool, self.chunk_size, self.num_features = pool, chunk_size, num_features
+
+    def forward(self, images: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
+        features = self.trunk(images)
+        rois = boxes_to_rois(boxes).to(features)
+        outputs = [self.head(self._pool(features, chunk)) for chunk in rois.split(self.chunk_size)]
+        return torch.cat(outputs) if outputs else features.new_zeros((0, self.num_features))
+
+    def _pool(self, features: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        if self.pool == "pool":
+            return roi_pool(features, rois, self.output_size, self.spatial_scale)
+        return roi_align(features, rois, self.output_size, self.spatial_scale, sampling_ratio=2, aligned=True)
+
+
+class WarpedRegions(nn.Module):
+    """R-CNN: context-padded crops warped to warp_size (bilinear, via roi_align) through trunk + head.
+
+    Outside the image the warp samples zeros, which after normalisation is the mean colour: R-CNN's
+    padding. Crops are made chunk by chunk, right before the backbone needs them.
+    """
+
+    def __init__(self, trunk: nn.Module, head: nn.Module, num_features: int, warp_size: int = 224,
+                 context: int = 16, chunk_size: int = 64) -> None:
+        super().__init__()
+        if not 0 <= 2 * context < warp_size:
+            raise ValueError(f"context padding {context} leaves nothing of a {warp_size}px warp")
+        self.trunk, self.head = trunk, head
+        self.warp_size, self.context, self.chunk_size = warp_size, context, chunk_size
+        self.num_features = num_features
+
+    def forward(self, images: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
+        rois = boxes_to_rois(boxes).to(images)
+        rois = torch.cat([rois[:, :1], with_context(rois[:, 1:], self.warp_size, self.context)], dim=1)
+        outputs = [self.head(self.trunk(self.warp(images, chunk))) for chunk in rois.split(self.chunk_size)]
+        return torch.cat(outputs) if outputs else images.new_zeros((0, self.num_features))
+
+    def warp(self, images: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        """[r, 3, warp_size, warp_size] crops (anisotropic scaling, as R-CNN)."""
+        return roi_align(images, rois, self.warp_size, 1.0, sampling_ratio=1, aligned=True)

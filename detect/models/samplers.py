@@ -1,0 +1,121 @@
+"""Which proposals a training step looks at, and what each one should be called.
+
+R-CNN fine-tuning: every proposal with IoU >= 0.5 to a ground-truth box is foreground (its class),
+the rest background; each SGD batch draws 32 foreground and 96 background regions *across* all its
+images. Fast R-CNN: 64 RoIs *per image*, 25% foreground (IoU >= 0.5), background from IoU in
+[0.1, 0.5), the rest ignored. Both add the ground-truth boxes to the proposals first. The balanced
+draw itself is torchvision's BalancedPositiveNegativeSampler.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torchvision.models.detection._utils import BalancedPositiveNegativeSampler
+from torchvision.ops import box_iou
+
+IGNORE = -1
+
+
+@dataclass
+class SamplerConfig:
+    """Paper settings: `rcnn_sampler()` and `fast_rcnn_sampler()` below."""
+
+    batch_size: int = 64  # regions per image (per_image) or per whole batch (R-CNN)
+    fg_fraction: float = 0.25
+    fg_iou: float = 0.5
+    bg_iou_low: float = 0.1
+    bg_iou_high: float = 0.5
+    per_image: bool = True
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0.0 < self.fg_fraction <= 1.0:
+            raise ValueError(f"fg_fraction must be in (0, 1], got {self.fg_fraction}")
+        if not 0.0 <= self.bg_iou_low <= self.bg_iou_high <= self.fg_iou:
+            raise ValueError("need 0 <= bg_iou_low <= bg_iou_high <= fg_iou, got "
+                             f"{self.bg_iou_low}, {self.bg_iou_high}, {self.fg_iou}")
+
+
+def rcnn_sampler() -> SamplerConfig:
+    """R-CNN: 128 regions per batch, 32 foreground, background = every IoU below 0.5."""
+    return SamplerConfig(batch_size=128, fg_fraction=0.25, fg_iou=0.5, bg_iou_low=0.0, bg_iou_high=0.5,
+                         per_image=False)
+
+
+def fast_rcnn_sampler() -> SamplerConfig:
+    """Fast R-CNN: 64 RoIs per image, 25% foreground, background IoU in [0.1, 0.5)."""
+    return SamplerConfig(batch_size=64, fg_fraction=0.25, fg_iou=0.5, bg_iou_low=0.1, bg_iou_high=0.5,
+                         per_image=True)
+
+
+@dataclass
+class SampledRegions:
+    """One image's training regions: boxes [S,4], labels [S] (0 = background), the matched
+    ground-truth box [S,4] and its IoU [S] (for the localisation head's IoU threshold)."""
+
+    boxes: torch.Tensor
+    labels: torch.Tensor
+    matched_gt: torch.Tensor
+    ious: torch.Tensor
+
+
+def add_ground_truth(proposals: torch.Tensor, gt_boxes: torch.Tensor) -> torch.Tensor:
+    """Training sees each ground-truth box as a (perfect) proposal too."""
+    return torch.cat([proposals, gt_boxes.to(proposals)], dim=0)
+
+
+def assign_labels(proposals: torch.Tensor, gt_boxes: torch.Tensor, gt_labels: torch.Tensor,
+                  cfg: SamplerConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """labels [R] (class, 0 background, -1 ignored), matched gt [R,4], best IoU [R].
+
+    An image whose proposals have no background candidate in [bg_iou_low, bg_iou_high) (an image
+    without objects, say) takes every proposal below bg_iou_high as background, so it still
+    teaches the classifier what is not an object.
+    """
+    num = proposals.shape[0]
+    if gt_boxes.numel() == 0:
+        ious = proposals.new_zeros(num)
+        matched = proposals.new_zeros((num, 4))
+        labels = torch.zeros(num, dtype=torch.int64, device=proposals.device)
+        return labels, matched, ious
+    ious, index = box_iou(proposals, gt_boxes).max(dim=1)
+    matched = gt_boxes[index]
+    labels = gt_labels[index].clone()
+    background = (ious >= cfg.bg_iou_low) & (ious < cfg.bg_iou_high)
+    if not background.any():
+        background = ious < cfg.bg_iou_high
+    labels[ious < cfg.fg_iou] = IGNORE
+    labels[background] = 0
+    return labels, matched, ious
+
+
+class RegionSampler:
+    """__call__(proposals: list [R_i,4], targets: list of {"boxes","labels"}) -> list[SampledRegions]."""
+
+    def __init__(self, cfg: SamplerConfig) -> None:
+        cfg.validate()
+        self.cfg = cfg
+
+    def __call__(self, proposals: list[torch.Tensor], targets: list[dict]) -> list[SampledRegions]:
+        boxes, labels, matched, ious = [], [], [], []
+        for props, target in zip(proposals, targets):
+            props = add_ground_truth(props, target["boxes"])
+            lab, gt, iou = assign_labels(props, target["boxes"].to(props), target["labels"].to(props.device),
+                                         self.cfg)
+            boxes.append(props), labels.append(lab), matched.append(gt), ious.append(iou)
+        keep = self._draw(labels)
+        return [SampledRegions(b[k], lab[k], gt[k], iou[k])
+                for b, lab, gt, iou, k in zip(boxes, labels, matched, ious, keep)]
+
+    def _draw(self, labels: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Indices kept per image: balanced per image, or balanced over the whole batch (R-CNN)."""
+        balanced = BalancedPositiveNegativeSampler(self.cfg.batch_size, self.cfg.fg_fraction)
+        if self.cfg.per_image:
+            pos, neg = balanced(labels)
+        else:
+            pos, neg = balanced([torch.cat(labels)])
+            sizes = [len(lab) for lab in labels]
+            pos, neg = pos[0].split(sizes), neg[0].split(sizes)
+        return [torch.where((p | n).bool())[0] for p, n in zip(pos, neg)]
