@@ -100,6 +100,11 @@ class DetectionDataset(Dataset):
             )
         return image
 
+    def check_images(self) -> None:
+        """Decode every image once, so a missing or corrupt file fails before a long run, not inside it."""
+        for index in range(len(self.records)):
+            self.load_image(index)
+
     def target(self, index: int, training: bool = False) -> dict:
         record = self.records[index]
         keep = ~record.iscrowd if training else np.ones(len(record.labels), dtype=bool)
