@@ -1,0 +1,70 @@
+"""Selective Search ∪ MultiBox: GoogLeNet's ILSVRC-2014 proposals (Szegedy et al., section 6).
+
+Selective Search with doubled superpixel size (k x 2: half the proposals) plus the top-M MultiBox
+boxes (M = 200): MultiBox adds the boxes the segmentation misses, at a fraction of the cost. The
+union is ordered MultiBox first (ranked by learned confidence) then Selective Search (its seeded
+pseudo-random ranking), exact duplicates dropped, and optionally any box overlapping an earlier one
+by IoU > `dedupe_iou`.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torchvision.ops import nms
+
+from detect.errors import UserError
+from detect.proposals.boxes import dedupe_boxes_keep_first, rank_scores
+
+
+def merge_proposals(parts: list[np.ndarray], dedupe_iou: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate ranked box arrays [N_i,4] in order -> (boxes [N,4], scores 1/(1+rank) [N]), deduplicated.
+
+    A later box is dropped if it equals an earlier one, or (with dedupe_iou) overlaps a kept earlier
+    one by IoU > dedupe_iou; the first occurrence wins, so the order of `parts` is the priority.
+    """
+    boxes = np.concatenate([np.asarray(p, dtype=np.float32).reshape(-1, 4) for p in parts])
+    boxes = boxes[dedupe_boxes_keep_first(boxes)]
+    if dedupe_iou is not None and len(boxes):
+        priority = torch.arange(len(boxes), 0, -1, dtype=torch.float32)
+        keep = np.sort(nms(torch.from_numpy(boxes), priority, float(dedupe_iou)).numpy())
+        boxes = boxes[keep]
+    return boxes, rank_scores(np.arange(len(boxes)))
+
+
+class CombinedProposer:
+    """`propose(image_uint8_rgb) -> (boxes [N,4], scores [N])`: top-M of `multibox` then `selective_search`."""
+
+    def __init__(self, selective_search, multibox, top_m: int = 200, dedupe_iou: float | None = None) -> None:
+        if top_m < 0:
+            raise UserError(f"combined proposer: top_m must be >= 0, got {top_m}")
+        if dedupe_iou is not None and not 0.0 < dedupe_iou <= 1.0:
+            raise UserError(f"combined proposer: dedupe_iou must be in (0, 1], got {dedupe_iou}")
+        self.selective_search = selective_search
+        self.multibox = multibox
+        self.top_m = int(top_m)
+        self.dedupe_iou = None if dedupe_iou is None else float(dedupe_iou)
+
+    def params(self) -> dict:
+        return {"selective_search": self.selective_search.params(), "multibox": self.multibox.params(),
+                "top_m": self.top_m, "dedupe_iou": self.dedupe_iou, "order": "multibox, selective_search"}
+
+    def propose(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        learned, _ = self.multibox.propose(image)
+        segmented, _ = self.selective_search.propose(image)
+        return merge_proposals([learned[: self.top_m], segmented], self.dedupe_iou)
+
+
+def build_combined(checkpoint: str = "", top_m: int = 200, dedupe_iou: float | None = None, strategy: str = "fast",
+                   k_scale: float = 2.0, multibox_nms_iou: float | None = None, device: str = "cpu",
+                   **selective_search_params) -> CombinedProposer:
+    """The GoogLeNet recipe: Selective Search `strategy` with every k multiplied by `k_scale`, plus
+    the top_m boxes of the MultiBox model in `checkpoint`. Other keywords go to SelectiveSearch."""
+    from detect.proposals.multibox import MultiBoxProposer
+    from detect.proposals.selective_search import STRATEGIES, SelectiveSearch
+
+    if strategy not in STRATEGIES:
+        raise UserError(f"unknown Selective Search strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+    ks = selective_search_params.pop("ks", None) or STRATEGIES[strategy]["ks"]
+    selective_search = SelectiveSearch(strategy, ks=[float(k) * k_scale for k in ks], **selective_search_params)
+    multibox = MultiBoxProposer(checkpoint, top_k=top_m, nms_iou=multibox_nms_iou, device=device)
+    return CombinedProposer(selective_search, multibox, top_m=top_m, dedupe_iou=dedupe_iou)
