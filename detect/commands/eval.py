@@ -1,0 +1,49 @@
+"""Score detections against a dataset with VOC07, VOC12 or COCO AP; print a per-class table and mAP.
+
+--results is a COCO results JSON ({image_id, category_id, bbox [x,y,w,h] 0-based, score}, image_id
+the dataset's own id or COCO int id, category_id a class name or COCO category id), or a folder of
+VOC devkit files comp4_det_<split>_<class>.txt (see --devkit-split).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--data", required=True, help="dataset spec of the ground truth, e.g. voc:ROOT:test")
+    parser.add_argument("--results", required=True, help="COCO results JSON file, or a folder of devkit result files")
+    parser.add_argument("--metric", choices=("voc07", "voc12", "coco"), default="voc07",
+                        help="voc07: 11-point AP; voc12: all-point AP (both IoU >= 0.5); coco: AP@[.5:.95] "
+                             "(default voc07)")
+    parser.add_argument("--use-difficult", action="store_true",
+                        help="count difficult objects as ordinary ground truth (default: ignore them, as VOC does)")
+    parser.add_argument("--classes", help="comma-separated class list (default: discovered from the files)")
+    parser.add_argument("--devkit-split", default="test",
+                        help="SPLIT in comp4_det_SPLIT_<class>.txt when --results is a folder (default test)")
+    parser.add_argument("--json", metavar="OUT", help="also write the numbers as JSON")
+
+
+def main(args) -> int:
+    from detect.data.spec import build_dataset
+    from detect.engine.checkpoint import atomic_write_bytes
+    from detect.evaluation.evaluate import evaluate, format_table
+    from detect.evaluation.results import read_coco_results, read_voc_results
+
+    dataset = build_dataset(args.data, args.classes.split(",") if args.classes else None)
+    results = Path(args.results)
+    if results.is_dir():
+        predictions = read_voc_results(results, dataset, args.devkit_split)
+    else:
+        predictions = read_coco_results(results, dataset)
+    result = evaluate(dataset, predictions, args.metric, use_difficult=args.use_difficult)
+    result["results"] = str(results)
+    print(format_table(result))
+    if dataset.skips:
+        print(f"note: {dataset.skips.summary()}")
+        result["skips"] = dict(dataset.skips.counts)
+    if args.json:
+        data = (json.dumps(result, indent=2) + "\n").encode()
+        atomic_write_bytes(args.json, lambda fh: fh.write(data))
+        print(f"wrote {args.json}")
+    return 0
