@@ -32,6 +32,8 @@ def test_merge_of_nothing_is_empty():
 
 def test_bad_combined_settings_are_clear_errors():
     with pytest.raises(UserError, match="top_m"):
-        CombinedProposer(None, None, top_m=-1)
+        CombinedProposer("unused.pth", top_m=-1)
     with pytest.raises(UserError, match="dedupe_iou"):
-        CombinedProposer(None, None, dedupe_iou=1.5)
+        CombinedProposer("unused.pth", dedupe_iou=1.5)
+    with pytest.raises(UserError, match="strategy"):
+        CombinedProposer("unused.pth", strategy="fastest")

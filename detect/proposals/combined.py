@@ -32,39 +32,44 @@ def merge_proposals(parts: list[np.ndarray], dedupe_iou: float | None = None) ->
 
 
 class CombinedProposer:
-    """`propose(image_uint8_rgb) -> (boxes [N,4], scores [N])`: top-M of `multibox` then `selective_search`."""
+    """`propose(image_uint8_rgb) -> (boxes [N,4], scores [N])`: the GoogLeNet recipe.
 
-    def __init__(self, selective_search, multibox, top_m: int = 200, dedupe_iou: float | None = None) -> None:
+    Selective Search `strategy` with every k (the preset's, or `ks`) multiplied by `k_scale`, and
+    the top_m boxes of the MultiBox model in `checkpoint` (after optional `multibox_nms_iou`); the
+    other keywords are SelectiveSearch's. Scores are 1/(1+rank) of the merged order.
+    """
+
+    def __init__(self, checkpoint: str = "", top_m: int = 200, dedupe_iou: float | None = None,
+                 strategy: str = "fast", k_scale: float = 2.0, ks: list[float] | None = None,
+                 color_spaces: list[str] | None = None, similarities: list[str] | None = None, sigma: float = 0.8,
+                 min_box_size: float = 20, max_side: int | None = 1000, max_proposals: int | None = None,
+                 seed: int = 0, multibox_nms_iou: float | None = None, device: str = "cpu") -> None:
+        from detect.proposals.multibox import MultiBoxProposer
+        from detect.proposals.selective_search import STRATEGIES, SelectiveSearch
+
         if top_m < 0:
             raise UserError(f"combined proposer: top_m must be >= 0, got {top_m}")
         if dedupe_iou is not None and not 0.0 < dedupe_iou <= 1.0:
             raise UserError(f"combined proposer: dedupe_iou must be in (0, 1], got {dedupe_iou}")
-        self.selective_search = selective_search
-        self.multibox = multibox
+        if k_scale <= 0:
+            raise UserError(f"combined proposer: k_scale must be positive, got {k_scale}")
+        if strategy not in STRATEGIES:
+            raise UserError(f"unknown Selective Search strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
         self.top_m = int(top_m)
         self.dedupe_iou = None if dedupe_iou is None else float(dedupe_iou)
+        self.k_scale = float(k_scale)
+        scaled_ks = [float(k) * self.k_scale for k in (ks or STRATEGIES[strategy]["ks"])]
+        self.selective_search = SelectiveSearch(strategy, color_spaces=color_spaces, ks=scaled_ks,
+                                                similarities=similarities, sigma=sigma, min_box_size=min_box_size,
+                                                max_side=max_side, max_proposals=max_proposals, seed=seed)
+        self.multibox = MultiBoxProposer(checkpoint, top_k=self.top_m, nms_iou=multibox_nms_iou, device=device)
 
     def params(self) -> dict:
         return {"selective_search": self.selective_search.params(), "multibox": self.multibox.params(),
-                "top_m": self.top_m, "dedupe_iou": self.dedupe_iou, "order": "multibox, selective_search"}
+                "top_m": self.top_m, "k_scale": self.k_scale, "dedupe_iou": self.dedupe_iou,
+                "order": "multibox, selective_search"}
 
     def propose(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         learned, _ = self.multibox.propose(image)
         segmented, _ = self.selective_search.propose(image)
         return merge_proposals([learned[: self.top_m], segmented], self.dedupe_iou)
-
-
-def build_combined(checkpoint: str = "", top_m: int = 200, dedupe_iou: float | None = None, strategy: str = "fast",
-                   k_scale: float = 2.0, multibox_nms_iou: float | None = None, device: str = "cpu",
-                   **selective_search_params) -> CombinedProposer:
-    """The GoogLeNet recipe: Selective Search `strategy` with every k multiplied by `k_scale`, plus
-    the top_m boxes of the MultiBox model in `checkpoint`. Other keywords go to SelectiveSearch."""
-    from detect.proposals.multibox import MultiBoxProposer
-    from detect.proposals.selective_search import STRATEGIES, SelectiveSearch
-
-    if strategy not in STRATEGIES:
-        raise UserError(f"unknown Selective Search strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
-    ks = selective_search_params.pop("ks", None) or STRATEGIES[strategy]["ks"]
-    selective_search = SelectiveSearch(strategy, ks=[float(k) * k_scale for k in ks], **selective_search_params)
-    multibox = MultiBoxProposer(checkpoint, top_k=top_m, nms_iou=multibox_nms_iou, device=device)
-    return CombinedProposer(selective_search, multibox, top_m=top_m, dedupe_iou=dedupe_iou)
