@@ -149,6 +149,17 @@ def test_id_in_split_file_without_annotation_names_split_file_and_id(tmp_path):
         read_voc(root, "train")
 
 
+def test_id_listed_twice_is_an_error(tmp_path):
+    root = make_voc(tmp_path, {"a": voc_xml([])}, splits={"train": ["a", "a"]})
+    with pytest.raises(DatasetError, match=r"train\.txt: image id 'a' is listed twice"):
+        read_voc(root, "train")
+
+
+def test_empty_difficult_tag_means_not_difficult(tmp_path):
+    xml = voc_xml([("cat", 1, 1, 5, 5)]).replace("<difficult>0</difficult>", "<difficult/>")
+    assert read_voc(make_voc(tmp_path, {"a": xml})).records[0].difficult.tolist() == [False]
+
+
 def test_unknown_split_lists_the_available_ones(tmp_path):
     root = make_voc(tmp_path, {"a": voc_xml([])}, splits={"train": ["a"], "val": ["a"]})
     with pytest.raises(DatasetError, match=r"test\.txt: split file not found \(available splits: train, val\)"):

@@ -96,6 +96,11 @@ def read_id_list(ids_file: Path, annotations_dir: Path) -> list[str]:
         raise DatasetError(f"{ids_file}: id list not found")
     # VOC's per-class split files hold "id flag" pairs; the id is the first field.
     image_ids = [line.split()[0] for line in ids_file.read_text().splitlines() if line.strip()]
+    seen = set()
+    for image_id in image_ids:
+        if image_id in seen:
+            raise DatasetError(f"{ids_file}: image id {image_id!r} is listed twice")
+        seen.add(image_id)
     for image_id in image_ids:
         if not (annotations_dir / f"{image_id}.xml").is_file():
             raise DatasetError(f"{ids_file}: image id {image_id!r} is listed but {annotations_dir / (image_id + '.xml')} "
@@ -184,8 +189,8 @@ def _number_field(node, field: str, path: Path) -> float:
 
 
 def _int_field(node, field: str, path: Path, default: int | None = None) -> int:
-    if default is not None and node.find(field) is None:
-        return default
+    if default is not None and not (node.findtext(field) or "").strip():
+        return default  # absent or empty, as some annotation tools write <difficult/>
     value = _number_field(node, field, path)
     if value != int(value):
         raise DatasetError(f"{path}: <{field}> is {value:g}, not an integer")
