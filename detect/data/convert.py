@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -33,7 +34,8 @@ def dataset_to_coco_dict(dataset: DetectionDataset, difficult_as_crowd: bool = F
     images, annotations = [], []
     for index, record in enumerate(dataset.records):
         image_id = int(record.coco_image_id) if use_coco_ids else index
-        images.append({"id": image_id, "name": record.image_id, "file_name": Path(os.path.relpath(record.image_path, images_dir)).as_posix(),
+        file_name = Path(os.path.relpath(record.image_path, images_dir)).as_posix()
+        images.append({"id": image_id, "name": record.image_id, "file_name": file_name,
                        "width": int(record.width), "height": int(record.height)})
         for box, label, difficult, crowd in zip(record.boxes, record.labels, record.difficult, record.iscrowd):
             x1, y1, x2, y2 = (float(v) for v in box)
@@ -120,8 +122,6 @@ def write_images(dataset: DetectionDataset, images_dir: Path, image_ext: str) ->
 
 def subset_on_disk(dataset: DetectionDataset, indices: list[int], images_dir: Path, image_ext: str) -> DetectionDataset:
     """The records at `indices`, pointing at their copies under images_dir (for relative file names)."""
-    from dataclasses import replace
-
     records = [replace(dataset.records[i], image_path=images_dir / f"{dataset.records[i].image_id}{image_ext}")
                for i in indices]
     return DetectionDataset(records, dataset.classes, root=images_dir, name=dataset.name,
