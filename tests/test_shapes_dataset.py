@@ -63,6 +63,9 @@ def test_splits_partition_the_images_60_20_20():
     test = shapes_split(10, seed=5, split="test")
     assert test.image_ids == ["shapes_000008", "shapes_000009"]
     assert np.array_equal(test.load_image(0), ShapesDataset(10, seed=5).load_image(8))
+    image, target = test[1]  # torchvision-style sample through the base class
+    assert tuple(image.shape) == (3, 128, 128) and image.dtype == torch.float32
+    assert target["image_id"] == "shapes_000009" and torch.equal(target["boxes"], torch.from_numpy(test.records[1].boxes))
     with pytest.raises(UserError, match=r"the test split of 2 images is empty"):
         shapes_split(2, split="test")
 
