@@ -19,7 +19,7 @@ from detect.data.dataset import DetectionDataset, ImageRecord
 from detect.data.spec import build_dataset
 from detect.evaluation.evaluate import evaluate
 from detect.evaluation.results import as_numpy_predictions
-from detect.evaluation.voc import ELEVEN_RECALL_POINTS, devkit_overlap
+from detect.evaluation.voc import ELEVEN_RECALL_POINTS, descending_stable_argsort, devkit_overlap
 
 BCCD = Path(__file__).resolve().parents[2] / "shared/datasets/BCCD"
 
@@ -283,3 +283,11 @@ def test_predictions_are_checked_against_the_dataset():
         evaluate(dataset, preds([(0, 0, 1, 1, 0.5, 3)]), "voc07")
     with pytest.raises(UserError, match="unknown metric 'voc10'"):
         evaluate(dataset, preds([]), "voc10")
+
+
+def test_fast_descending_sort_equals_numpys_stable_argsort():
+    rng = np.random.default_rng(0)
+    for scores in (rng.random(10_000).astype(np.float32),
+                   np.round(rng.normal(0, 3, 10_000), 1).astype(np.float32),  # many ties, negatives
+                   np.array([0.0, -0.0, 1, -1, 0.0, -0.0, np.inf, -np.inf, 1e-45, -1e-45], np.float32)):
+        np.testing.assert_array_equal(descending_stable_argsort(scores), np.argsort(-scores, kind="stable"))

@@ -41,12 +41,17 @@ def as_numpy_predictions(dataset: DetectionDataset, predictions, where: str = "p
             raise UserError(f"{where}[{i}]: needs 'boxes' [M,4], 'scores' [M] and 'labels' [M] ({err})") from None
         if not len(boxes) == len(scores) == len(labels):
             raise UserError(f"{where}[{i}]: {len(boxes)} boxes, {len(scores)} scores, {len(labels)} labels")
-        bad_label = (labels < 1) | (labels > dataset.num_classes)
-        if bad_label.any():
-            raise UserError(f"{where}[{i}]: label {labels[bad_label][0]} outside 1..{dataset.num_classes}")
-        if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
-            raise UserError(f"{where}[{i}]: boxes and scores must be finite numbers")
         out.append({"boxes": boxes, "scores": scores, "labels": labels})
+    if out:  # value checks on everything at once; a failure is traced back to its image
+        image = np.repeat(np.arange(len(out)), [len(p["labels"]) for p in out])
+        labels = np.concatenate([p["labels"] for p in out])
+        bad = np.flatnonzero((labels < 1) | (labels > dataset.num_classes))
+        if bad.size:
+            raise UserError(f"{where}[{image[bad[0]]}]: label {labels[bad[0]]} outside 1..{dataset.num_classes}")
+        finite = np.isfinite(np.concatenate([p["boxes"] for p in out])).all(axis=1)
+        finite &= np.isfinite(np.concatenate([p["scores"] for p in out]))
+        if not finite.all():
+            raise UserError(f"{where}[{image[np.argmin(finite)]}]: boxes and scores must be finite numbers")
     return out
 
 

@@ -88,14 +88,12 @@ class VOCClassStats:
 def voc_detection_ap(gt: Boxes, det: Boxes, num_classes: int, eleven_point: bool,
                      iou_threshold: float = IOU_THRESHOLD) -> VOCClassStats:
     """Per-class VOC AP of `det` against `gt` (devkit semantics, see the module docstring)."""
-    difficult = np.asarray(gt.ignored, bool)
-    order = np.lexsort((-np.asarray(det.scores, np.float64), det.labels))  # by class, then score; stable
-    det_labels = det.labels[order]
-    status = assign_detections(gt, difficult, det.image[order], det.boxes[order], det_labels, num_classes,
-                               iou_threshold)
+    best_gt, best_iou = best_overlap(gt, det.image, det.boxes, det.labels, num_classes)
+    order = rank_order(det.scores, det.labels, num_classes)
+    status = detection_status(best_gt[order], best_iou[order], np.asarray(gt.ignored, bool), iou_threshold)
 
-    num_positives = np.bincount(gt.labels[~difficult], minlength=num_classes + 1)[1:]
-    bounds = np.searchsorted(det_labels, np.arange(1, num_classes + 2), side="left")
+    num_positives = np.bincount(gt.labels[~np.asarray(gt.ignored, bool)], minlength=num_classes + 1)[1:]
+    bounds = np.searchsorted(det.labels[order], np.arange(1, num_classes + 2), side="left")
     ap = np.full(num_classes, np.nan)
     num_scored = np.zeros(num_classes, np.int64)
     true_positives = np.zeros(num_classes, np.int64)
@@ -114,16 +112,38 @@ def voc_detection_ap(gt: Boxes, det: Boxes, num_classes: int, eleven_point: bool
     return VOCClassStats(ap, num_positives.astype(np.int64), num_scored, true_positives)
 
 
-def assign_detections(gt: Boxes, difficult: np.ndarray, det_image: np.ndarray, det_boxes: np.ndarray,
-                      det_labels: np.ndarray, num_classes: int, iou_threshold: float) -> np.ndarray:
+def rank_order(scores: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Indices sorted by class, then score descending, ties in input order (two stable passes;
+    the class pass is a radix sort on a small integer type)."""
+    by_score = descending_stable_argsort(np.asarray(scores))
+    small_labels = np.asarray(labels)[by_score].astype(np.min_scalar_type(num_classes))
+    return by_score[np.argsort(small_labels, kind="stable")]
+
+
+def descending_stable_argsort(scores: np.ndarray) -> np.ndarray:
+    """`np.argsort(-scores, kind="stable")`, about 5x faster for float32 scores.
+
+    numpy's stable sort of floats is a slow merge sort; here each float32's order-preserving bits
+    and its index are packed into one unique uint64 key, so the fast unstable sort gives the same
+    order. -0.0 and 0.0 tie, as they compare equal.
+    """
+    if scores.dtype != np.float32 or len(scores) >= 2**32:
+        return np.argsort(-scores, kind="stable")
+    bits = (scores + np.float32(0)).view(np.uint32)  # + 0 turns -0.0 into 0.0
+    ascending = np.where(bits >> np.uint32(31), ~bits, bits | np.uint32(0x80000000))
+    key = ((~ascending).astype(np.uint64) << np.uint64(32)) | np.arange(len(scores), dtype=np.uint64)
+    return (np.sort(key) & np.uint64(0xFFFFFFFF)).astype(np.int64)
+
+
+def detection_status(best_gt: np.ndarray, best_iou: np.ndarray, ignored_gt: np.ndarray,
+                     iou_threshold: float) -> np.ndarray:
     """Status of each detection, given in rank order: 1 true positive, 0 false positive, -1 ignored."""
-    best_gt, best_iou = best_overlap(gt, det_image, det_boxes, det_labels, num_classes)
-    status = np.zeros(len(det_labels), np.int8)
+    status = np.zeros(len(best_gt), np.int8)
     hit = np.flatnonzero(best_iou >= iou_threshold)
     hit_gt = best_gt[hit]
-    on_difficult = difficult[hit_gt]
-    status[hit[on_difficult]] = -1
-    hit, hit_gt = hit[~on_difficult], hit_gt[~on_difficult]
+    on_ignored = ignored_gt[hit_gt]
+    status[hit[on_ignored]] = -1
+    hit, hit_gt = hit[~on_ignored], hit_gt[~on_ignored]
     _, first = np.unique(hit_gt, return_index=True)  # the highest-ranked detection takes its GT
     status[hit[first]] = 1
     return status
@@ -137,19 +157,20 @@ def best_overlap(gt: Boxes, det_image: np.ndarray, det_boxes: np.ndarray, det_la
     and two segment reductions replace the devkit's double loop. No GT: IoU -inf, index -1.
     """
     num_dets = len(det_labels)
+    # Key (image, class) -> the run of GT with that key in gt_order, via a dense table over all keys.
+    num_keys = (max(int(gt.image.max(initial=-1)), int(det_image.max(initial=-1))) + 1) * (num_classes + 1)
     gt_key = gt.image.astype(np.int64) * (num_classes + 1) + gt.labels
     gt_order = np.argsort(gt_key, kind="stable")  # keeps file order within an image: first max wins
-    sorted_key = gt_key[gt_order]
+    key_count = np.bincount(gt_key, minlength=num_keys)
+    key_start = np.cumsum(key_count) - key_count
     det_key = det_image.astype(np.int64) * (num_classes + 1) + det_labels
-    start = np.searchsorted(sorted_key, det_key, side="left")
-    count = np.searchsorted(sorted_key, det_key, side="right") - start
+    start, count = key_start[det_key], key_count[det_key]
 
     pair_start = np.cumsum(count) - count
     det_of_pair = np.repeat(np.arange(num_dets), count)
     rank_in_det = np.arange(int(count.sum())) - pair_start[det_of_pair]
     gt_of_pair = gt_order[start[det_of_pair] + rank_in_det]
-    iou = devkit_overlap(np.asarray(det_boxes, np.float64)[det_of_pair],
-                         np.asarray(gt.boxes, np.float64)[gt_of_pair])
+    iou = devkit_overlap(det_boxes[det_of_pair].astype(np.float64), gt.boxes[gt_of_pair].astype(np.float64))
 
     best_iou = np.full(num_dets, -np.inf)
     best_gt = np.full(num_dets, -1, np.int64)
