@@ -263,6 +263,8 @@ class SelectiveSearch:
     Scores are 1 / (1 + rank value): the paper's ranking, higher is better.
     """
 
+    method = "selective_search"
+
     def __init__(self, strategy: str = "fast", color_spaces: list[str] | None = None, ks: list[float] | None = None,
                  similarities: list[str] | None = None, sigma: float = 0.8, min_box_size: float = 20,
                  max_side: int | None = 1000, max_proposals: int | None = None, seed: int = 0) -> None:

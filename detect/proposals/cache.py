@@ -1,0 +1,156 @@
+"""Proposal cache: one .npz per image under `<root>/<method>-<params hash>/`, resumable, atomic.
+
+Computing Selective Search for a dataset takes minutes to hours, so it is done once, in worker
+processes, and every later run reads the .npz files. Each file is written to a temporary name and
+renamed (atomic), so a file that exists is finished: an interrupted run resumes with the images
+that have none. `manifest.json` records the method, its params and the dataset fingerprint; a
+cache built for another dataset or method is refused rather than silently mixed in.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+from tqdm import tqdm
+
+from detect.engine.checkpoint import atomic_write_bytes
+from detect.errors import UserError
+
+MANIFEST = "manifest.json"
+
+
+def method_name(proposer) -> str:
+    return getattr(proposer, "method", type(proposer).__name__)
+
+
+def params_hash(method: str, params: dict) -> str:
+    text = json.dumps({"method": method, "params": params}, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def cache_dir_for(proposer, root: str | Path) -> Path:
+    """`<root>/<method>-<hash of params>`: a change of any parameter gets a new directory."""
+    method = method_name(proposer)
+    return Path(root) / f"{method}-{params_hash(method, proposer.params())}"
+
+
+def proposal_path(cache_dir: str | Path, image_id: str) -> Path:
+    return Path(cache_dir) / f"{quote(str(image_id), safe='')}.npz"
+
+
+def write_proposals(path: Path, boxes: np.ndarray, scores: np.ndarray, seconds: float) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, boxes=np.asarray(boxes, np.float32).reshape(-1, 4), scores=np.asarray(scores, np.float32),
+             seconds=np.float64(seconds))
+    atomic_write_bytes(path, lambda fh: fh.write(buffer.getvalue()))
+
+
+def read_proposals(path: Path) -> dict:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {"boxes": data["boxes"], "scores": data["scores"], "seconds": float(data["seconds"])}
+    except FileNotFoundError:
+        raise UserError(f"{path}: no cached proposals for this image (run `detect propose` first)") from None
+    except (ValueError, KeyError, OSError) as err:
+        raise UserError(f"{path}: not a readable proposal file ({err}); delete it and run `detect propose` again") from None
+
+
+def load_proposals(cache_dir: str | Path, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """(boxes float32 [N,4] xyxy, scores float32 [N]) of one image, in rank order."""
+    data = read_proposals(proposal_path(cache_dir, image_id))
+    return data["boxes"], data["scores"]
+
+
+def read_manifest(cache_dir: str | Path) -> dict:
+    path = Path(cache_dir) / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: not a proposal cache (no manifest); run `detect propose` first") from None
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: corrupt manifest ({err})") from None
+
+
+def check_manifest(manifest: dict, expected: dict, cache_dir: Path) -> None:
+    """Refuse a cache built for another dataset, method or parameters."""
+    for key in ("method", "params", "dataset_fingerprint"):
+        if json.dumps(manifest.get(key), sort_keys=True, default=str) != json.dumps(expected[key], sort_keys=True, default=str):
+            raise UserError(
+                f"{cache_dir / MANIFEST}: this cache holds proposals for {key} {manifest.get(key)!r}, not "
+                f"{expected[key]!r}; use another --out directory (one per dataset) or delete this one"
+            )
+
+
+def write_manifest(cache_dir: Path, manifest: dict) -> None:
+    text = json.dumps(manifest, indent=2, sort_keys=True, default=str)
+    atomic_write_bytes(cache_dir / MANIFEST, lambda fh: fh.write(text.encode()))
+
+
+# Worker-process state, set once per process by _init_worker (the dataset and proposer are sent once).
+_WORKER: dict = {}
+
+
+def _init_worker(dataset, proposer, cache_dir: Path, threads: int | None = None) -> None:
+    if threads is not None:  # worker processes: one thread each, the processes are the parallelism
+        import cv2
+        import torch
+
+        cv2.setNumThreads(threads)
+        torch.set_num_threads(threads)
+    _WORKER.update(dataset=dataset, proposer=proposer, cache_dir=cache_dir)
+
+
+def _compute_one(index: int) -> int:
+    dataset, proposer, cache_dir = _WORKER["dataset"], _WORKER["proposer"], _WORKER["cache_dir"]
+    image = dataset.load_image(index)
+    start = time.perf_counter()
+    boxes, scores = proposer.propose(image)
+    seconds = time.perf_counter() - start
+    write_proposals(proposal_path(cache_dir, dataset.records[index].image_id), boxes, scores, seconds)
+    return index
+
+
+def missing_indices(dataset, cache_dir: Path) -> list[int]:
+    return [i for i, r in enumerate(dataset.records) if not proposal_path(cache_dir, r.image_id).is_file()]
+
+
+def ensure_proposals(dataset, proposer, root: str | Path, workers: int = 0, progress: bool = True,
+                     limit: int | None = None) -> Path:
+    """Compute the proposals missing under `cache_dir_for(proposer, root)` and return that directory.
+
+    workers = 0 computes in this process; N > 0 uses N worker processes (spawned, one thread each).
+    `limit` stops after computing that many images (the rest is left for a later, resuming call).
+    """
+    cache_dir = cache_dir_for(proposer, root)
+    manifest = {"method": method_name(proposer), "params": proposer.params(),
+                "dataset_fingerprint": dataset.fingerprint(), "dataset": getattr(dataset, "name", ""),
+                "num_images": len(dataset)}
+    if (cache_dir / MANIFEST).exists():
+        check_manifest(read_manifest(cache_dir), manifest, cache_dir)
+    else:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        write_manifest(cache_dir, manifest)
+    todo = missing_indices(dataset, cache_dir)
+    if limit is not None:
+        todo = todo[:limit]
+    bar = tqdm(total=len(dataset), initial=len(dataset) - len(missing_indices(dataset, cache_dir)),
+               desc=f"proposals {cache_dir.name}", unit="img", disable=not progress)
+    with bar:
+        if workers <= 0:
+            _init_worker(dataset, proposer, cache_dir)
+            for index in todo:
+                _compute_one(index)
+                bar.update()
+        elif todo:
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
+                                     initargs=(dataset, proposer, cache_dir, 1)) as pool:
+                for _ in pool.map(_compute_one, todo, chunksize=1):
+                    bar.update()
+    return cache_dir

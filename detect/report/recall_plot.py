@@ -1,0 +1,35 @@
+"""Recall-vs-number-of-proposals plot (the usual way proposal methods are compared)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def plot_recall_curves(results: dict[str, dict], path: str | Path, title: str = "") -> Path:
+    """One line per method and measure (recall@0.5, recall@0.7, AR) against N on a log axis; PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    styles = {"recall@0.5": "-", "recall@0.7": "--", "average_recall": ":"}
+    for name, result in results.items():
+        curve = result["curve"]
+        colour = None
+        for key, style in styles.items():
+            (line,) = ax.plot(curve["num_proposals"], curve[key], style, color=colour, label=f"{name} {key}")
+            colour = line.get_color()
+    ax.set_xscale("log")
+    ax.set_xlabel("number of proposals per image")
+    ax.set_ylabel("recall")
+    ax.set_ylim(0, 1)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
