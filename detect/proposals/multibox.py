@@ -120,18 +120,20 @@ class MultiBoxNet(nn.Module):
     """Image [B,3,S,S] in [0,1] -> (boxes [B,K,4] normalised xyxy, confidence logits [B,K]).
 
     trunk (stride-16 features) -> adaptive max pool to the head's input size -> head (pooled
-    [B, num_features]) -> two FCs. The box FC starts at zero, so the first predictions are the priors.
+    [B, num_features]) -> two FCs. Both FCs start at zero: the first boxes are the priors, the first confidences the bias.
     """
 
     def __init__(self, backbone: str, priors: torch.Tensor, width: float = 1.0, input_size: int = 224,
                  backbone_weights: str | None = None) -> None:
         super().__init__()
-        from backbones import build_backbone
+        from backbones import BackboneError, build_backbone, load_weights
 
-        model = build_backbone(backbone, width=width)
-        if backbone_weights:
-            state = _load_state_dict(backbone_weights)
-            model.load_state_dict(state)
+        try:
+            model = build_backbone(backbone, width=width)
+            if backbone_weights:
+                load_weights(model, backbone_weights)
+        except BackboneError as err:
+            raise UserError(f"MultiBox backbone: {err}") from None
         parts = model.detection_parts()
         self.trunk = parts.trunk
         self.head = parts.head
@@ -145,7 +147,7 @@ class MultiBoxNet(nn.Module):
         self.conf_fc = nn.Linear(parts.num_features, len(priors))
         nn.init.zeros_(self.box_fc.weight)
         nn.init.zeros_(self.box_fc.bias)
-        nn.init.normal_(self.conf_fc.weight, std=0.01)
+        nn.init.zeros_(self.conf_fc.weight)
         nn.init.zeros_(self.conf_fc.bias)
 
     @property
@@ -164,13 +166,6 @@ class MultiBoxNet(nn.Module):
         pooled = self.head(features).flatten(1)
         deltas = self.box_fc(pooled).view(-1, self.num_priors, 4)
         return self.priors + deltas, self.conf_fc(pooled)
-
-
-def _load_state_dict(path: str) -> dict:
-    from detect.engine.checkpoint import load_checkpoint
-
-    state = load_checkpoint(path)
-    return state.get("model", state) if isinstance(state, dict) else state
 
 
 def image_to_input(image: np.ndarray, size: int) -> torch.Tensor:

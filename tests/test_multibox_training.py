@@ -1,0 +1,93 @@
+"""MultiBox end to end on synthetic shapes: train, resume exactly, then propose through build_proposer."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from detect.config import load_config
+from detect.engine.checkpoint import load_checkpoint
+from detect.engine.multibox_trainer import MultiBoxTrainConfig, train_multibox
+from detect.errors import ConfigError
+from detect.proposals import build_proposer
+from detect.proposals.multibox import dataset_normalised_boxes, kmeans_priors
+
+TINY = ["data.train=shapes:20:0:train", "model.backbone=googlenet_bn", "model.width=0.125", "model.num_priors=8",
+        "model.input_size=64", "optim.optimizer=adamw", "optim.lr=0.003", "optim.batch_size=4",
+        "run.device=cpu", "run.log_every=1", "run.amp=false"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny convolutions run faster on one thread, and far faster when other processes share the cores."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def tiny_config(tmp_path, name, *extra):
+    return load_config(MultiBoxTrainConfig, None, TINY + [f"run.output_dir={tmp_path / name}", *extra])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Two epochs straight, and the same two epochs as one run stopped after epoch 1 and resumed."""
+    tmp = tmp_path_factory.mktemp("multibox")
+    straight = train_multibox(tiny_config(tmp, "straight", "optim.epochs=2"))
+    train_multibox(tiny_config(tmp, "resumed", "optim.epochs=1"))
+    resumed = train_multibox(tiny_config(tmp, "resumed", "optim.epochs=2"))
+    return straight, resumed
+
+
+def test_checkpoint_holds_kmeans_priors_of_the_training_boxes(trained):
+    from detect.data.spec import build_dataset
+
+    state = load_checkpoint(trained[0])
+    expected = kmeans_priors(dataset_normalised_boxes(build_dataset("shapes:20:0:train")), 8, seed=0)
+    assert torch.equal(state["model"]["priors"], torch.from_numpy(expected))
+    assert state["finished"] and state["epoch"] == 2 and state["step"] == 6  # 12 images / batch 4 x 2 epochs
+
+
+def test_resumed_run_continues_its_schedule_and_ends_where_a_straight_run_does(trained):
+    straight, resumed = (load_checkpoint(p) for p in trained)
+    assert resumed["step"] == straight["step"]
+    for key, value in straight["model"].items():
+        assert torch.allclose(resumed["model"][key].float(), value.float(), atol=1e-5), key
+    metrics = (trained[1].parent / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in metrics] == [1, 2, 3, 4, 5, 6]  # epoch 2 went on at step 4
+
+
+def test_resuming_with_another_model_is_refused(trained, tmp_path):
+    cfg = load_config(MultiBoxTrainConfig, None, TINY + [f"run.output_dir={trained[0].parent}", "model.num_priors=9"])
+    with pytest.raises(ConfigError, match="use another run.output_dir or run.resume=false"):
+        train_multibox(cfg)
+
+
+def test_trained_model_proposes_through_build_proposer(trained):
+    from detect.data.spec import build_dataset
+
+    image = build_dataset("shapes:20:0:test").load_image(0)
+    proposer = build_proposer("multibox", checkpoint=str(trained[0]), top_k=5)
+    boxes, scores = proposer.propose(image)
+    height, width = image.shape[:2]
+    assert boxes.dtype == np.float32 and scores.dtype == np.float32 and 0 < len(boxes) <= 5
+    assert np.all(boxes[:, :2] >= 0) and np.all(boxes[:, 2] <= width) and np.all(boxes[:, 3] <= height)
+    assert np.all(boxes[:, 2:] > boxes[:, :2]) and np.all(np.diff(scores) <= 0)
+    assert proposer.params()["top_k"] == 5 and len(proposer.params()["checkpoint_sha1"]) == 16
+
+
+def test_combined_proposer_merges_real_selective_search_and_multibox(trained):
+    from detect.data.spec import build_dataset
+    from detect.proposals.selective_search import SelectiveSearch
+
+    image = build_dataset("shapes:20:0:test").load_image(0)
+    combined = build_proposer("combined", checkpoint=str(trained[0]), top_m=3, strategy="single", min_box_size=4)
+    assert combined.selective_search.ks == [200.0]  # the `single` preset's k = 100, doubled
+    boxes, scores = combined.propose(image)
+    learned, _ = combined.multibox.propose(image)
+    segmented, _ = SelectiveSearch("single", ks=[200.0], min_box_size=4).propose(image)
+    assert np.array_equal(boxes[: len(learned)], learned[:3])  # MultiBox's top 3 first
+    assert len(np.unique(boxes, axis=0)) == len(boxes) <= len(learned[:3]) + len(segmented)
+    assert np.all(np.diff(scores) < 0)
+    assert combined.params()["multibox"]["top_k"] == 3
