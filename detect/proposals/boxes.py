@@ -1,6 +1,7 @@
 """What every proposer does to its raw boxes: check the input image, de-duplicate, drop tiny boxes, score."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from detect.data.images import to_rgb_uint8
@@ -36,3 +37,20 @@ def filter_small_boxes(boxes: np.ndarray, min_size: float) -> np.ndarray:
 def rank_scores(values: np.ndarray) -> np.ndarray:
     """Ascending rank values (lower = better) -> float32 scores in (0, 1], descending."""
     return (1.0 / (1.0 + np.asarray(values, dtype=np.float64))).astype(np.float32)
+
+
+def downscale_to_max_side(image: np.ndarray, max_side: int | None) -> np.ndarray:
+    """Shrink (area interpolation) so the longer side is at most `max_side`; None keeps the size."""
+    height, width = image.shape[:2]
+    if max_side is None or max(height, width) <= max_side:
+        return image
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def map_back(boxes: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]) -> np.ndarray:
+    """xyxy boxes on an image of (height, width) `from_size` -> on `to_size`, clipped to it."""
+    (fh, fw), (th, tw) = from_size, to_size
+    scale = np.array([tw / fw, th / fh, tw / fw, th / fh])
+    return np.clip(boxes * scale, 0, [tw, th, tw, th])

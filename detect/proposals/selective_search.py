@@ -22,12 +22,15 @@ from scipy import ndimage
 from skimage.segmentation import felzenszwalb
 
 from detect.errors import UserError
-from detect.proposals.boxes import dedupe_boxes_keep_first, filter_small_boxes, rank_scores, as_rgb_image
+from detect.proposals.boxes import (
+    as_rgb_image, dedupe_boxes_keep_first, downscale_to_max_side, filter_small_boxes, map_back, rank_scores,
+)
 
 COLOUR_BINS = 25
 TEXTURE_BINS = 10
 COLOUR_SPACES = ("RGB", "HSV", "Lab", "rgI", "H", "I")
 SIMILARITY_TERMS = "CTSF"
+MAX_PIXELS = 40_000_000  # segmenting more than this at full size takes minutes and gigabytes: ask for max_side
 
 # The paper's presets (section 5.2 / R-CNN's "fast" mode). `single` is the paper's best single strategy.
 STRATEGIES: dict[str, dict] = {
@@ -283,8 +286,8 @@ class SelectiveSearch:
                 raise UserError(f"bad similarity set {sim!r}: use letters from C, T, S, F (e.g. CTSF, TSF, F)")
         if any(k <= 0 for k in self.ks):
             raise UserError(f"Felzenszwalb k must be positive, got {self.ks}")
-        if max_side is not None and max_side < 16:
-            raise UserError(f"max_side must be at least 16 pixels (or None), got {max_side}")
+        if max_side not in (None, 0) and max_side < 16:
+            raise UserError(f"max_side must be at least 16 pixels (or 0 / None: never resize), got {max_side}")
         self.sigma = float(sigma)
         self.min_box_size = float(min_box_size)
         self.max_side = None if max_side in (None, 0) else int(max_side)
@@ -313,11 +316,10 @@ class SelectiveSearch:
     def propose(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         image = as_rgb_image(image)
         height, width = image.shape[:2]
-        scale = 1.0
-        if self.max_side is not None and max(height, width) > self.max_side:
-            scale = self.max_side / max(height, width)
-            size = (max(1, round(width * scale)), max(1, round(height * scale)))
-            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        if self.max_side is None and height * width > MAX_PIXELS:
+            raise UserError(f"image of {width}x{height} pixels is too large to segment at full size; "
+                            f"set max_side (e.g. 1000) to segment it downscaled")
+        image = downscale_to_max_side(image, self.max_side)
         rng = np.random.default_rng(self.seed)
         all_boxes, all_values = [], []
         for boxes in self.hierarchies(image):
@@ -332,9 +334,7 @@ class SelectiveSearch:
         keep = dedupe_boxes_keep_first(boxes)
         boxes, values = boxes[keep], values[keep]
         boxes[:, 2:] += 1  # inclusive pixel extents -> continuous xyxy
-        if scale != 1.0:
-            boxes = boxes / scale
-        boxes = np.clip(boxes, 0, [width, height, width, height])
+        boxes = map_back(boxes, image.shape[:2], (height, width))
         keep = filter_small_boxes(boxes, self.min_box_size)
         boxes, values = boxes[keep], values[keep]
         if self.max_proposals is not None:

@@ -7,11 +7,12 @@ loops and an all-pairs neighbour search): fine for comparisons on a few images.
 """
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from detect.errors import UserError
-from detect.proposals.boxes import as_rgb_image, dedupe_boxes_keep_first, filter_small_boxes, rank_scores
+from detect.proposals.boxes import (
+    as_rgb_image, dedupe_boxes_keep_first, downscale_to_max_side, filter_small_boxes, map_back, rank_scores,
+)
 
 
 class SelectiveSearchPackage:
@@ -43,17 +44,13 @@ class SelectiveSearchPackage:
 
         image = as_rgb_image(image)
         height, width = image.shape[:2]
-        scale = 1.0
-        if self.max_side is not None and max(height, width) > self.max_side:
-            scale = self.max_side / max(height, width)
-            image = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))),
-                               interpolation=cv2.INTER_AREA)
+        image = downscale_to_max_side(image, self.max_side)
         _, regions = selectivesearch.selective_search(image, scale=self.scale, sigma=self.sigma,
                                                       min_size=self.min_size)
         rects = np.array([r["rect"] for r in regions], dtype=np.float64).reshape(-1, 4)
         boxes = np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:] + 1], axis=1)  # inclusive -> xyxy
         boxes = boxes[dedupe_boxes_keep_first(boxes)]
-        boxes = np.clip(boxes / scale, 0, [width, height, width, height])
+        boxes = map_back(boxes, image.shape[:2], (height, width))
         boxes = boxes[filter_small_boxes(boxes, self.min_box_size)]
         if self.max_proposals is not None:
             boxes = boxes[: self.max_proposals]
