@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data-stats": ("detect.commands.data_stats", "print statistics of a dataset spec"),
     "convert": ("detect.commands.convert", "convert a dataset (VOC XML) to COCO JSON, or write the synthetic set"),
     "eval": ("detect.commands.eval", "score detections (COCO results JSON) with VOC07 / VOC12 / COCO metrics"),
+    "backbones": ("detect.commands.backbones", "list the backbones (params, GFLOPs, feature stride/channels); check a weights file"),
     "propose": ("detect.commands.propose", "compute region proposals for a dataset into a resumable cache; --eval scores their recall"),
     "train-multibox": ("detect.commands.train_multibox", "train a MultiBox proposer (boxes relative to k-means priors) for method multibox / combined"),
 }
