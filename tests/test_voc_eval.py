@@ -291,3 +291,13 @@ def test_fast_descending_sort_equals_numpys_stable_argsort():
                    np.round(rng.normal(0, 3, 10_000), 1).astype(np.float32),  # many ties, negatives
                    np.array([0.0, -0.0, 1, -1, 0.0, -0.0, np.inf, -np.inf, 1e-45, -1e-45], np.float32)):
         np.testing.assert_array_equal(descending_stable_argsort(scores), np.argsort(-scores, kind="stable"))
+
+
+def test_crowd_regions_are_never_counted_and_detections_on_them_are_ignored():
+    dataset = tiny_dataset([[(0, 0, 10, 10, 1, False), (50, 50, 90, 90, 1, False)]])
+    dataset.records[0].iscrowd[1] = True  # a COCO crowd region, scored with the VOC metric
+    dets = preds([(50, 50, 90, 90, 0.9, 1), (0, 0, 10, 10, 0.8, 1)])
+    for use_difficult in (False, True):
+        result = evaluate(dataset, dets, "voc12", use_difficult=use_difficult)
+        assert result["num_ground_truth"]["a"] == 1 and result["num_scored"]["a"] == 1
+        assert result["ap"]["a"] == 1.0

