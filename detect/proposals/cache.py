@@ -27,7 +27,12 @@ MANIFEST = "manifest.json"
 
 
 def method_name(proposer) -> str:
-    return getattr(proposer, "method", type(proposer).__name__)
+    """The name `build_proposer` knows the proposer's class by (else its `method` attribute or class name)."""
+    from detect.proposals import PROPOSERS
+
+    path = f"{type(proposer).__module__}:{type(proposer).__name__}"
+    names = [name for name, target in PROPOSERS.items() if target == path]
+    return names[0] if names else getattr(proposer, "method", type(proposer).__name__)
 
 
 def params_hash(method: str, params: dict) -> str:
