@@ -17,6 +17,7 @@ from torch import nn
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 from torchvision.ops import clip_boxes_to_image
 
+from detect.errors import UserError
 from detect.models.box_coder import BoxCoder
 from detect.models.localisation_head import LocalisationHead, euclidean_loss
 from detect.models.postprocess import InferenceConfig, decode_class_boxes, detect_objects
@@ -165,25 +166,23 @@ class Detector(nn.Module):
 
 def build_detector(cfg: ModelConfig, num_classes: int, inference: InferenceConfig | None = None,
                    weights: str | None = None) -> Detector:
-    """A detector on `cfg.backbone`, optionally starting from pretrained backbone weights."""
-    from backbones import build_backbone
+    """A detector on `cfg.backbone`, optionally starting from pretrained backbone weights
+    (a local file, or "torchvision" for torchvision's ImageNet weights of the same architecture)."""
+    import backbones
 
-    backbone = build_backbone(cfg.backbone, width=cfg.width, **cfg.backbone_options)
-    if weights:
-        load_backbone_weights(backbone, cfg.backbone, weights)
+    try:
+        backbone = backbones.build_backbone(cfg.backbone, width=cfg.width, **cfg.backbone_options)
+        if weights:
+            backbones.load_weights(backbone, weights)
+    except backbones.BackboneError as err:
+        raise UserError(f"model: {err}") from None
     parts = backbone.detection_parts()
     if cfg.mode == "fast":
         regions = PooledRegions(parts.trunk, parts.head, parts.num_features, parts.head_input_size,
-                                parts.trunk.stride, cfg.roi_pool, cfg.chunk_size)
+                                parts.stride, cfg.roi_pool, cfg.chunk_size)
     else:
         regions = WarpedRegions(parts.trunk, parts.head, parts.num_features, cfg.warp_size, cfg.context_padding,
                                 cfg.chunk_size)
     transform = GeneralizedRCNNTransform(cfg.test_scale, cfg.max_size, list(parts.mean), list(parts.std),
-                                         size_divisible=parts.trunk.stride)
+                                         size_divisible=parts.stride)
     return Detector(transform, regions, parts.num_features, num_classes, cfg, inference or InferenceConfig())
-
-
-def load_backbone_weights(backbone: nn.Module, name: str, weights: str) -> None:
-    from backbones import load_weights
-
-    load_weights(backbone, name, weights)

@@ -1,0 +1,58 @@
+"""Evaluate a trained detector: `detect test --config X.yaml --checkpoint last.pth [section.key=value ...]`.
+
+Runs the detector over data.test (or --data), writes the detections as a COCO results JSON and as
+VOC devkit files (comp4_det_<split>_<class>.txt), and prints VOC07, VOC12 and COCO metrics.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--config", required=True, help="the YAML config the detector was trained with")
+    parser.add_argument("--checkpoint", required=True, help="detector checkpoint from `detect train`")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. test.nms_iou=0.4")
+    parser.add_argument("--data", help="dataset spec to test on (default: data.test of the config)")
+    parser.add_argument("--out", help="output folder (default: <train.out_dir>/test)")
+    parser.add_argument("--metrics", default="voc07,voc12,coco", help="comma-separated (default voc07,voc12,coco)")
+    parser.add_argument("--device", help="auto | cpu | cuda[:i] (overrides train.device)")
+
+
+def main(args) -> int:
+    import json
+
+    from detect.config import load_config
+    from detect.data.spec import build_dataset
+    from detect.engine.checkpoint import atomic_write_bytes
+    from detect.engine.detection_config import DetectionConfig
+    from detect.engine.detection_data import ProposalDataset, cached_proposals
+    from detect.engine.detection_inference import evaluate_predictions, load_detector, predict
+    from detect.engine.device import resolve_device
+    from detect.errors import UserError
+    from detect.evaluation.evaluate import format_table
+    from detect.evaluation.results import write_coco_results, write_voc_results
+
+    overrides = list(args.overrides) + ([f"train.device={args.device}"] if args.device else [])
+    cfg = load_config(DetectionConfig, args.config, overrides)
+    spec = args.data or cfg.data.test
+    if not spec:
+        raise UserError(f"{args.config}: no test data: set data.test or pass --data SPEC")
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    device = resolve_device(cfg.train.device)
+    dataset = build_dataset(spec, cfg.data.classes)
+    model, cfg, classes = load_detector(args.checkpoint, cfg, dataset.classes, device)
+    data = ProposalDataset(dataset, cached_proposals(dataset, cfg.proposals), cfg.proposals.max_per_image)
+    predictions = predict(model, data, device, cfg.train.amp, cfg.train.progress)
+
+    out = Path(args.out or Path(cfg.train.out_dir) / "test")
+    split = spec.rsplit(":", 1)[-1] if spec.startswith(("voc:", "shapes:")) else "test"
+    results_json = write_coco_results(out / "detections.json", dataset, predictions)
+    voc_files = write_voc_results(out / "voc", dataset, predictions, split=split)
+    results = evaluate_predictions(dataset, predictions, metrics)
+    for result in results.values():
+        print(format_table(result) + "\n")
+    text = json.dumps({"checkpoint": str(args.checkpoint), "data": spec, **results}, indent=2)
+    atomic_write_bytes(out / "metrics.json", lambda fh: fh.write(text.encode()))
+    print(f"detections: {results_json} (COCO results) and {len(voc_files)} VOC devkit files in {out / 'voc'}")
+    print(f"metrics: {out / 'metrics.json'}")
+    return 0

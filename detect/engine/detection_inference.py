@@ -1,0 +1,89 @@
+"""Run a trained detector over a dataset, and load one back from its checkpoint.
+
+Predictions are a list aligned with the dataset, `{"boxes" [M,4], "scores" [M], "labels" [M]}` in
+image pixels (numpy), the format `detect.evaluation.evaluate` scores. Under torchrun each process
+predicts its share and the shares are gathered, so every process ends with the full list.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from detect.config import from_dict
+from detect.engine import distributed as dist_utils
+from detect.engine.checkpoint import load_checkpoint
+from detect.engine.detection_config import DetectionConfig
+from detect.engine.detection_data import ProposalDataset, collate
+from detect.engine.device import autocast
+from detect.errors import UserError
+from detect.models.detector import Detector, build_detector
+
+
+@torch.no_grad()
+def predict(model: Detector, dataset: ProposalDataset, device: torch.device, amp: bool = True,
+            progress: bool = True, workers: int = 0) -> list[dict]:
+    model.eval()
+    rank, world = dist_utils.rank(), dist_utils.world_size()
+    shard = list(range(rank, len(dataset), world))
+    loader = DataLoader(dataset, batch_size=1, sampler=shard, num_workers=workers, collate_fn=collate)
+    mine = {}
+    show = progress and dist_utils.is_main_process()
+    for index, (images, _, proposals) in zip(shard, tqdm(loader, desc="detect", disable=not show, leave=False,
+                                                          dynamic_ncols=True)):
+        with autocast(device, amp):
+            output = model([i.to(device) for i in images], [p.to(device) for p in proposals])[0]
+        mine[index] = {k: v.float().cpu().numpy() if k != "labels" else v.cpu().numpy() for k, v in output.items()}
+    merged = {}
+    for part in dist_utils.all_gather_objects(mine):
+        merged.update(part)
+    return [merged[i] for i in range(len(dataset))]
+
+
+def evaluate_predictions(dataset, predictions: list[dict], metrics: list[str]) -> dict[str, dict]:
+    """metric name -> the evaluation module's result dict (mAP, per-class AP, ...)."""
+    from detect.evaluation.evaluate import evaluate
+
+    return {metric: evaluate(dataset, predictions, metric) for metric in metrics}
+
+
+def checkpoint_config(checkpoint: dict, path: Path) -> DetectionConfig:
+    if checkpoint.get("kind") != "detector" or "config" not in checkpoint:
+        raise UserError(f"{path}: not a detector checkpoint (no detector config inside; made by `detect train`?)")
+    return from_dict(DetectionConfig, checkpoint["config"], where=str(path))
+
+
+def check_compatible(checkpoint: dict, path: Path, cfg: DetectionConfig, classes: list[str]) -> None:
+    """A clear error when a checkpoint was trained for another backbone, topology or class list."""
+    saved = checkpoint_config(checkpoint, path)
+    for key in ("backbone", "width", "mode", "box_regression"):
+        if getattr(saved.model, key) != getattr(cfg.model, key):
+            raise UserError(f"{path}: checkpoint was trained with model.{key}={getattr(saved.model, key)!r}, "
+                            f"but the config asks for {getattr(cfg.model, key)!r}")
+    if list(checkpoint.get("classes", [])) != list(classes):
+        raise UserError(f"{path}: checkpoint classes {checkpoint.get('classes')} differ from the dataset's {classes}")
+
+
+def load_detector(path: str | Path, cfg: DetectionConfig | None = None, classes: list[str] | None = None,
+                  device: torch.device | str = "cpu") -> tuple[Detector, DetectionConfig, list[str]]:
+    """The detector in a checkpoint; with cfg/classes given, first check they match it."""
+    path = Path(path)
+    checkpoint = load_checkpoint(path, map_location="cpu")
+    saved_cfg = checkpoint_config(checkpoint, path)
+    if cfg is not None:
+        check_compatible(checkpoint, path, cfg, classes if classes is not None else checkpoint["classes"])
+    cfg = cfg or saved_cfg
+    classes = list(checkpoint["classes"])
+    model = build_detector(cfg.model, len(classes), cfg.test)
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as err:
+        raise UserError(f"{path}: weights do not fit the configured detector: {str(err).splitlines()[0]}") from None
+    return model.to(device).eval(), cfg, classes
+
+
+def as_numpy(predictions: list[dict]) -> list[dict]:
+    return [{k: np.asarray(v) for k, v in p.items()} for p in predictions]

@@ -1,0 +1,239 @@
+"""The detector's training loop (`detect train`), read top to bottom.
+
+SGD with momentum over images sampled by (seed, epoch) — each sample's seed also decides its flip —
+so a run stopped at any step and resumed from its checkpoint (model, optimizer, scheduler, step,
+position in the epoch, every RNG state) continues the same schedule on the same samples.
+Separate localisation training (model.box_training=separate) first trains the classifier for
+train.steps steps, then only the localisation head for train.box_steps steps on regions with
+IoU >= model.box_iou (R-CNN used 0.6). A non-finite loss stops the run with a message and leaves
+the last good checkpoint untouched. Under torchrun: DistributedDataParallel, rank 0 logs and saves.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from detect.config import to_dict
+from detect.data.classification import SeededSampler
+from detect.data.spec import build_dataset
+from detect.engine import distributed as dist_utils
+from detect.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from detect.engine.detection_config import DetectionConfig
+from detect.engine.detection_data import ProposalDataset, cached_proposals, collate, join_datasets
+from detect.engine.detection_inference import check_compatible, evaluate_predictions, predict
+from detect.engine.device import autocast, grad_scaler, prepare_model, resolve_device
+from detect.engine.interrupt import GracefulStop
+from detect.engine.metric_logger import MetricLogger
+from detect.errors import UserError
+from detect.models.detector import build_detector
+
+LAST_CHECKPOINT = "last.pth"
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite: stop, and keep the last good checkpoint as it is."""
+
+
+def lr_factor(step: int, milestones: list[int], gamma: float, warmup_steps: int) -> float:
+    """Step decay (x gamma at each milestone) after a linear warm-up from 1/10 of the base lr."""
+    factor = gamma ** sum(step >= m for m in milestones)
+    if warmup_steps and step < warmup_steps:
+        factor *= 0.1 + 0.9 * step / warmup_steps
+    return factor
+
+
+class DetectionTrainer:
+    def __init__(self, cfg: DetectionConfig, weights: str | None = None, resume: str | bool = False) -> None:
+        self.cfg = cfg
+        self.device = resolve_device(cfg.train.device, dist_utils.local_rank())
+        self.distributed = dist_utils.init_distributed(self.device)
+        self.out_dir = Path(cfg.train.out_dir)
+        torch.manual_seed(cfg.train.seed)  # same initial weights in every process
+
+        train_set = join_datasets(cfg.data.train, cfg.data.classes)
+        self.classes = train_set.classes
+        if train_set.skips and dist_utils.is_main_process():
+            print(f"{train_set.name}: {train_set.skips.summary()}", flush=True)
+        self.train_data = ProposalDataset(train_set, cached_proposals(train_set, cfg.proposals),
+                                          cfg.proposals.max_per_image, flip=cfg.data.flip)
+        self.val_data = None
+        if cfg.data.val:
+            val_set = build_dataset(cfg.data.val, self.classes)
+            self.val_data = ProposalDataset(val_set, cached_proposals(val_set, cfg.proposals), cfg.proposals.max_per_image)
+
+        self.model = prepare_model(build_detector(cfg.model, len(self.classes), cfg.test, weights), self.device)
+        self.ddp = self.model
+        if self.distributed:
+            self.ddp = DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None,
+                                               find_unused_parameters=cfg.model.box_training == "separate")
+        t = cfg.train
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, t.lr_steps, t.lr_gamma, t.warmup_steps))
+        self.scaler = grad_scaler(self.device, t.amp)
+        self.sampler = SeededSampler(self.train_data, num_replicas=dist_utils.world_size(), rank=dist_utils.rank(),
+                                     seed=t.seed)
+        torch.manual_seed(t.seed + 1000 * dist_utils.rank())  # independent region sampling per process
+        self.step, self.epoch, self.epoch_position = 0, 0, 0
+        self.last_eval: dict[str, dict] = {}
+        if resume:
+            self.load(self.out_dir / LAST_CHECKPOINT if resume is True else Path(resume))
+
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.train.steps + (self.cfg.train.box_steps if self.cfg.model.box_training == "separate" else 0)
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self) -> Path | None:
+        if not dist_utils.is_main_process():
+            return None
+        return save_checkpoint(self.out_dir / LAST_CHECKPOINT, {
+            "kind": "detector",
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step, "epoch": self.epoch, "epoch_position": self.epoch_position,
+            "classes": self.classes,
+            "rng": rng_state(),
+            "config": to_dict(self.cfg),
+        })
+
+    def load(self, path: Path) -> None:
+        checkpoint = load_checkpoint(path, map_location=self.device)
+        check_compatible(checkpoint, path, self.cfg, self.classes)
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.scaler.load_state_dict(checkpoint["scaler"])
+        self.step, self.epoch, self.epoch_position = checkpoint["step"], checkpoint["epoch"], checkpoint["epoch_position"]
+        set_rng_state(checkpoint["rng"])
+        if dist_utils.is_main_process():
+            print(f"resumed from {path} at step {self.step}", flush=True)
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> dict[str, dict]:
+        t = self.cfg.train
+        logger = MetricLogger(self.out_dir)
+        show = t.progress and dist_utils.is_main_process()
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="train", disable=not show, dynamic_ncols=True)
+        try:
+            with GracefulStop() as stop:
+                while self.step < self.total_steps and not stop.requested:
+                    self.train_epoch(logger, bar, stop)
+            self.save()
+            if stop.requested:
+                if dist_utils.is_main_process():
+                    print(f"stopped at step {self.step} ({stop.signal_name}); resume with --resume", flush=True)
+                return self.last_eval
+            if self.val_data is not None and self.last_eval.get("step") != self.step:
+                self.evaluate(logger)
+        finally:
+            bar.close()
+            logger.close()
+        return self.last_eval
+
+    def train_epoch(self, logger: MetricLogger, bar: tqdm, stop: GracefulStop) -> None:
+        t = self.cfg.train
+        self.sampler.set_epoch(self.epoch, self.epoch_position)
+        loader = DataLoader(self.train_data, batch_size=t.images_per_batch, sampler=self.sampler, drop_last=True,
+                            num_workers=self.cfg.data.workers, collate_fn=collate,
+                            pin_memory=self.device.type == "cuda")
+        if len(loader) == 0:
+            raise UserError(f"{self.train_data.dataset.name}: fewer images ({len(self.train_data)}) than "
+                            f"train.images_per_batch x processes")
+        tic = time.perf_counter()
+        for images, targets, proposals in loader:
+            losses = self.train_step(images, targets, proposals)
+            self.epoch_position += t.images_per_batch
+            self.step += 1
+            bar.update(1)
+            if self.step % max(1, t.log_every) == 0 or self.step == 1:
+                elapsed, tic = time.perf_counter() - tic, time.perf_counter()
+                logger.log(self.step, {**losses, "lr": self.optimizer.param_groups[0]["lr"], "seconds": elapsed})
+                bar.set_postfix({k.replace("loss_", ""): f"{v:.3f}" for k, v in losses.items()})
+            if t.checkpoint_every and self.step % t.checkpoint_every == 0:
+                self.save()
+            if self.val_data is not None and t.eval_every and self.step % t.eval_every == 0:
+                self.evaluate(logger)
+            if self.step >= self.total_steps or self.should_stop(stop):
+                return
+        self.epoch, self.epoch_position = self.epoch + 1, 0
+
+    def train_step(self, images, targets, proposals) -> dict[str, float]:
+        self.set_stage()
+        self.ddp.train()
+        images = [i.to(self.device, non_blocking=True) for i in images]
+        proposals = [p.to(self.device, non_blocking=True) for p in proposals]
+        targets = [{"boxes": tg["boxes"].to(self.device), "labels": tg["labels"].to(self.device)} for tg in targets]
+        with autocast(self.device, self.cfg.train.amp):
+            losses = self.ddp(images, proposals, targets)
+        loss = sum(losses.values())
+        values = torch.stack([loss.detach()] + [v.detach() for v in losses.values()]).float()
+        values = dist_utils.all_reduce_mean(values)
+        if not torch.isfinite(values).all():
+            self.diverged(values[0].item())
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.train.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return {"loss": values[0].item(), **{k: v.item() for k, v in zip(losses, values[1:])}}
+
+    def set_stage(self) -> None:
+        """Joint training, or the classifier stage then the localisation stage (separate training)."""
+        if self.cfg.model.box_training != "separate":
+            return
+        stage = "classify" if self.step < self.cfg.train.steps else "localise"
+        if stage == self.model.stage:
+            return
+        self.model.stage = stage
+        if stage == "localise":
+            for name, param in self.model.named_parameters():
+                param.requires_grad_(name.startswith("localisation."))
+
+    def diverged(self, loss: float) -> None:
+        last = self.out_dir / LAST_CHECKPOINT
+        kept = f"the last good checkpoint {last} is kept as it was" if last.exists() else "no checkpoint was written yet"
+        raise TrainingDiverged(f"{self.cfg.train.out_dir}: training loss became {loss} at step {self.step + 1}; "
+                               f"stopped; {kept}. Lower train.lr (now {self.cfg.train.lr}) or add train.grad_clip")
+
+    def should_stop(self, stop: GracefulStop) -> bool:
+        """Every process must leave at the same step, or the next all-reduce would hang."""
+        flag = torch.tensor([float(stop.requested)])
+        if self.distributed:
+            flag = flag.to(self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        stop.requested = bool(flag.item())
+        return stop.requested
+
+    def evaluate(self, logger: MetricLogger) -> dict[str, dict]:
+        t = self.cfg.train
+        predictions = predict(self.model, self.val_data, self.device, t.amp, t.progress)
+        self.model.train()
+        results = {}
+        if dist_utils.is_main_process():
+            results = evaluate_predictions(self.val_data.dataset, predictions, t.metrics)
+            logger.log(self.step, {f"{m}_mAP": r["mAP"] for m, r in results.items()}, split="val")
+            summary = ", ".join(f"{m} mAP {r['mAP']:.4f}" for m, r in results.items())
+            tqdm.write(f"step {self.step}: {self.val_data.dataset.name}: {summary}")
+        self.last_eval = {"step": self.step, **results}
+        return self.last_eval
+
+
+def train_detector(cfg: DetectionConfig, weights: str | None = None, resume: str | bool = False) -> dict:
+    """Train, evaluate on data.val at the end; returns the last evaluation ({} without data.val)."""
+    trainer = DetectionTrainer(cfg, weights, resume)
+    try:
+        return trainer.fit()
+    finally:
+        dist_utils.shutdown_distributed()

@@ -1,0 +1,85 @@
+"""Pictures of detections (boxes, class names, scores) and the precision-recall curves behind VOC AP."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.utils import draw_bounding_boxes
+
+from detect.engine.checkpoint import atomic_write_bytes
+
+
+def draw_detections(image: np.ndarray, detections: dict, classes: list[str], min_score: float = 0.5) -> np.ndarray:
+    """uint8 RGB [H,W,3] with every detection scoring >= min_score drawn and labelled."""
+    scores = np.asarray(detections["scores"])
+    keep = scores >= min_score
+    boxes = torch.as_tensor(np.asarray(detections["boxes"])[keep], dtype=torch.float32).reshape(-1, 4)
+    labels = [f"{classes[int(c) - 1]} {s:.2f}" for c, s in zip(np.asarray(detections["labels"])[keep], scores[keep])]
+    canvas = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    if len(boxes):
+        palette = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45"]
+        colours = [palette[(int(c) - 1) % len(palette)] for c in np.asarray(detections["labels"])[keep]]
+        canvas = draw_bounding_boxes(canvas, boxes, labels, colors=colours, width=2)
+    return canvas.permute(1, 2, 0).numpy()
+
+
+def write_image(path: str | Path, image_rgb: np.ndarray) -> Path:
+    """PNG or JPEG by the file's suffix, written atomically."""
+    import cv2
+
+    path = Path(path)
+    ok, data = cv2.imencode(path.suffix or ".png", np.ascontiguousarray(image_rgb[:, :, ::-1]))
+    if not ok:
+        raise ValueError(f"{path}: cannot encode an image with this suffix")
+    atomic_write_bytes(path, lambda fh: fh.write(data.tobytes()))
+    return path
+
+
+def precision_recall_curves(dataset, predictions: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per class: (recall, precision) over the score-ranked detections, VOC rules (IoU >= 0.5, difficult ignored)."""
+    from detect.evaluation.results import as_numpy_predictions
+    from detect.evaluation.voc import (IOU_THRESHOLD, best_overlap, dataset_ground_truth, detection_status,
+                                       flat_predictions, rank_order)
+
+    gt = dataset_ground_truth(dataset)
+    det = flat_predictions(as_numpy_predictions(dataset, predictions))
+    best_gt, best_iou = best_overlap(gt, det.image, det.boxes, det.labels, dataset.num_classes)
+    order = rank_order(det.scores, det.labels, dataset.num_classes)
+    status = detection_status(best_gt[order], best_iou[order], np.asarray(gt.ignored, bool), IOU_THRESHOLD)
+    labels = det.labels[order]
+    curves = {}
+    for c, name in enumerate(dataset.classes, start=1):
+        positives = int(np.sum((gt.labels == c) & ~np.asarray(gt.ignored, bool)))
+        scored = status[labels == c]
+        scored = scored[scored >= 0]
+        tp, fp = np.cumsum(scored == 1), np.cumsum(scored == 0)
+        if positives:
+            curves[name] = (tp / positives, tp / np.maximum(tp + fp, 1))
+    return curves
+
+
+def plot_precision_recall(curves: dict, aps: dict, path: str | Path, title: str = "") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.6, 4.4))
+    for name, (recall, precision) in curves.items():
+        ap = aps.get(name)
+        ax.plot(recall, precision, label=f"{name} (AP {ap:.3f})" if ap is not None else name)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
