@@ -193,20 +193,17 @@ def group(regions: InitialRegions, terms: str, image_area: float) -> np.ndarray:
     boxes = np.empty((cap, 4))
     boxes[:n0] = regions.boxes
     use_c, use_t, use_s, use_f = (t in terms for t in SIMILARITY_TERMS)
-    colour = np.empty((cap, regions.colour.shape[1]), np.float32) if use_c else None
-    texture = np.empty((cap, regions.texture.shape[1]), np.float32) if use_t else None
-    if use_c:
-        colour[:n0] = regions.colour
-    if use_t:
-        texture[:n0] = regions.texture
+    # Colour and texture histograms side by side: each part sums to 1, so one intersection of the
+    # joined histograms is the sum of the two, and a size-weighted average merges both at once.
+    parts = [h for h, used in ((regions.colour, use_c), (regions.texture, use_t)) if used]
+    hist = None
+    if parts:
+        hist = np.empty((cap, sum(p.shape[1] for p in parts)), np.float32)
+        hist[:n0] = np.concatenate(parts, axis=1)
 
     def similarity(a, b: np.ndarray) -> np.ndarray:
         """Similarity of regions a (an index, or indices aligned with b) to regions b."""
-        s = np.zeros(len(b))
-        if use_c:
-            s += np.minimum(colour[b], colour[a]).sum(axis=1)
-        if use_t:
-            s += np.minimum(texture[b], texture[a]).sum(axis=1)
+        s = np.minimum(hist[b], hist[a]).sum(axis=1, dtype=np.float64) if hist is not None else np.zeros(len(b))
         if use_s:
             s += 1.0 - (sizes[b] + sizes[a]) / image_area
         if use_f:
@@ -234,10 +231,8 @@ def group(regions: InitialRegions, terms: str, image_area: float) -> np.ndarray:
         sizes[t] = si + sj
         boxes[t, :2] = np.minimum(boxes[i, :2], boxes[j, :2])
         boxes[t, 2:] = np.maximum(boxes[i, 2:], boxes[j, 2:])
-        if use_c:
-            colour[t] = (si * colour[i] + sj * colour[j]) / (si + sj)
-        if use_t:
-            texture[t] = (si * texture[i] + sj * texture[j]) / (si + sj)
+        if hist is not None:
+            hist[t] = (si * hist[i] + sj * hist[j]) / (si + sj)
         alive[i] = alive[j] = False
         alive[t] = True
         merged = neighbours[i] | neighbours[j]
