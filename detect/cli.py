@@ -15,12 +15,16 @@ from detect.errors import UserError
 # name -> (module, one-line help). A plain table: what you read here is what gets built.
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("detect.commands.demo", "train and evaluate a thin detector on synthetic shapes (CPU, minutes)"),
+    "train": ("detect.commands.train", "train a detector (R-CNN or Fast R-CNN mode) from a YAML config"),
+    "test": ("detect.commands.test", "evaluate a detector checkpoint: VOC07/VOC12/COCO AP, results JSON, devkit files"),
+    "infer": ("detect.commands.infer", "detect objects in images with a checkpoint; draw boxes, write JSON"),
     "data-stats": ("detect.commands.data_stats", "print statistics of a dataset spec"),
     "convert": ("detect.commands.convert", "convert a dataset (VOC XML) to COCO JSON, or write the synthetic set"),
     "eval": ("detect.commands.eval", "score detections (COCO results JSON) with VOC07 / VOC12 / COCO metrics"),
     "backbones": ("detect.commands.backbones", "list the backbones (params, GFLOPs, feature stride/channels); check a weights file"),
     "propose": ("detect.commands.propose", "compute region proposals for a dataset into a resumable cache; --eval scores their recall"),
     "train-multibox": ("detect.commands.train_multibox", "train a MultiBox proposer (boxes relative to k-means priors) for method multibox / combined"),
+    "pretrain": ("detect.commands.pretrain", "pretrain a backbone on an ImageNet-style image folder (papers' recipes), evaluate top-1/top-5"),
 }
 
 
