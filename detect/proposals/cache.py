@@ -142,10 +142,9 @@ def ensure_proposals(dataset, proposer, root: str | Path, workers: int = 0, prog
     else:
         cache_dir.mkdir(parents=True, exist_ok=True)
         write_manifest(cache_dir, manifest)
-    todo = missing_indices(dataset, cache_dir)
-    if limit is not None:
-        todo = todo[:limit]
-    bar = tqdm(total=len(dataset), initial=len(dataset) - len(missing_indices(dataset, cache_dir)),
+    missing = missing_indices(dataset, cache_dir)
+    todo = missing if limit is None else missing[:limit]
+    bar = tqdm(total=len(dataset), initial=len(dataset) - len(missing),
                desc=f"proposals {cache_dir.name}", unit="img", disable=not progress)
     with bar:
         if workers <= 0:
