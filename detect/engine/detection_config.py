@@ -55,6 +55,7 @@ class TrainConfig:
     metrics: list[str] = field(default_factory=lambda: ["voc07", "coco"])
     out_dir: str = "runs/detector"
     device: str = "auto"
+    threads: int | None = None  # torch CPU threads (None: torch's default); 1 is fastest on a busy CPU
     amp: bool = True
     progress: bool = True
 

@@ -52,6 +52,8 @@ class DetectionTrainer:
     def __init__(self, cfg: DetectionConfig, weights: str | None = None, resume: str | bool = False) -> None:
         self.cfg = cfg
         self.device = resolve_device(cfg.train.device, dist_utils.local_rank())
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
         self.distributed = dist_utils.init_distributed(self.device)
         self.out_dir = Path(cfg.train.out_dir)
         torch.manual_seed(cfg.train.seed)  # same initial weights in every process
@@ -144,7 +146,9 @@ class DetectionTrainer:
         self.sampler.set_epoch(self.epoch, self.epoch_position)
         loader = DataLoader(self.train_data, batch_size=t.images_per_batch, sampler=self.sampler, drop_last=True,
                             num_workers=self.cfg.data.workers, collate_fn=collate,
-                            pin_memory=self.device.type == "cuda")
+                            pin_memory=self.device.type == "cuda",
+                            # its own generator: starting an epoch must not draw from the global RNG
+                            generator=torch.Generator().manual_seed(t.seed + self.epoch))
         if len(loader) == 0:
             raise UserError(f"{self.train_data.dataset.name}: fewer images ({len(self.train_data)}) than "
                             f"train.images_per_batch x processes")

@@ -1,0 +1,88 @@
+"""Test-time postprocessing: soft-max scores -> per-class NMS -> score threshold -> top-k, and the region warp."""
+
+import pytest
+import torch
+
+from detect.models.box_coder import BoxCoder
+from detect.models.postprocess import InferenceConfig, decode_class_boxes, detect_objects
+from detect.models.region_features import WarpedRegions, with_context
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+def scores_for(rows):
+    """Soft-max-like score rows [R, C+1] from per-class foreground scores (background takes the rest)."""
+    fg = torch.tensor(rows, dtype=torch.float32)
+    return torch.cat([1 - fg.sum(1, keepdim=True), fg], dim=1)
+
+
+def test_nms_is_per_class():
+    box = torch.tensor([10.0, 10.0, 50.0, 50.0])
+    shifted = box + torch.tensor([2.0, 0.0, 2.0, 0.0])  # IoU 0.9 with box
+    boxes = torch.stack([box, shifted])[:, None, :].expand(2, 2, 4)
+    out = detect_objects(scores_for([[0.6, 0.1], [0.1, 0.5]]), boxes, (100, 100), InferenceConfig(score_threshold=0.3))
+    # class 1 keeps region 0, class 2 keeps region 1: overlapping boxes of different classes both survive
+    assert sorted(zip(out["labels"].tolist(), out["scores"].tolist())) == [(1, pytest.approx(0.6)), (2, pytest.approx(0.5))]
+
+
+def test_overlapping_boxes_of_one_class_keep_only_the_best():
+    boxes = torch.tensor([[10.0, 10.0, 50.0, 50.0], [12.0, 10.0, 52.0, 50.0], [60.0, 60.0, 90.0, 90.0]])[:, None, :]
+    out = detect_objects(scores_for([[0.7], [0.9], [0.4]]), boxes, (100, 100), InferenceConfig(nms_iou=0.3))
+    assert out["scores"].tolist() == pytest.approx([0.9, 0.4])
+    assert torch.equal(out["boxes"][0], boxes[1, 0])
+
+
+def test_score_threshold_and_top_k():
+    boxes = torch.tensor([[i * 10.0, 0.0, i * 10.0 + 8.0, 8.0] for i in range(9)])[:, None, :]
+    scores = scores_for([[0.01 + 0.1 * i] for i in range(9)])
+    out = detect_objects(scores, boxes, (100, 100), InferenceConfig(score_threshold=0.15, max_detections=3))
+    assert out["scores"].tolist() == pytest.approx([0.81, 0.71, 0.61])
+    assert out["labels"].tolist() == [1, 1, 1]
+
+
+def test_boxes_are_clipped_to_the_image():
+    boxes = torch.tensor([[-20.0, -5.0, 130.0, 40.0]])[:, None, :]
+    out = detect_objects(scores_for([[0.9]]), boxes, (50, 100), InferenceConfig())
+    assert out["boxes"].tolist() == [[0.0, 0.0, 100.0, 40.0]]
+
+
+def test_single_class_regression_shares_one_box_across_classes():
+    deltas = torch.tensor([[1.0, 0.0, 0.0, 0.0]])  # SCR: 4 outputs
+    boxes = decode_class_boxes(BoxCoder(), deltas, torch.tensor([[0.0, 0.0, 10.0, 10.0]]), num_classes=3)
+    assert boxes.shape == (1, 3, 4)
+    assert torch.equal(boxes[0, 0], boxes[0, 2]) and boxes[0, 0].tolist() == [1.0, 0.0, 11.0, 10.0]
+
+
+def test_context_padding_leaves_16_pixels_of_surround_at_224():
+    grown = with_context(torch.tensor([[100.0, 50.0, 292.0, 242.0]]), warp_size=224, context=16)
+    # the 192 px box becomes 224 px: 16 px each side at a 1:1 warp, R-CNN's padding
+    assert grown.tolist() == [[84.0, 34.0, 308.0, 258.0]]
+
+
+def test_warping_a_whole_image_box_without_context_reproduces_the_backbone():
+    """rcnn mode at the input size: the region's features equal the backbone's own on the image."""
+    import backbones
+
+    torch.manual_seed(0)
+    net = backbones.build_backbone("vgg11", width=0.0625, init="kaiming").eval()
+    parts = net.detection_parts()
+    regions = WarpedRegions(parts.trunk, parts.head, parts.num_features, warp_size=64, context=0)
+    image = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        features = regions(image, [torch.tensor([[0.0, 0.0, 64.0, 64.0]])])
+        torch.testing.assert_close(parts.classifier(features), net(image), rtol=1e-4, atol=1e-5)
+
+
+def test_warped_crops_are_streamed_in_chunks():
+    import backbones
+
+    net = backbones.build_backbone("vgg11", width=0.0625).eval()
+    parts = net.detection_parts()
+    seen = []
+    parts.trunk.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].shape[0]))
+    regions = WarpedRegions(parts.trunk, parts.head, parts.num_features, warp_size=32, context=2, chunk_size=4)
+    boxes = torch.tensor([[0.0, 0.0, 20.0 + i, 30.0] for i in range(10)])
+    with torch.no_grad():
+        features = regions(torch.randn(1, 3, 48, 48), [boxes])
+    assert features.shape == (10, parts.num_features)
+    assert seen == [4, 4, 2], "never more than chunk_size crops at once"

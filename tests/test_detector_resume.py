@@ -1,0 +1,29 @@
+"""A detector run stopped and resumed continues from the same step, to the same weights."""
+import pytest
+import torch
+
+from detect.cli import main as cli
+from detect.engine.checkpoint import load_checkpoint
+from detector_setup import tiny_config
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path, capsys):
+    cache = tmp_path / "proposals"
+    straight = tiny_config(tmp_path / "a", cache, train={"steps": 4, "out_dir": str(tmp_path / "a" / "run")})
+    split = tiny_config(tmp_path / "b", cache, train={"steps": 4, "out_dir": str(tmp_path / "b" / "run")})
+    assert cli(["train", "--config", str(straight)]) == 0
+    assert cli(["train", "--config", str(split), "train.steps=2"]) == 0
+    assert load_checkpoint(tmp_path / "b" / "run" / "last.pth")["step"] == 2
+    assert cli(["train", "--config", str(split), "--resume"]) == 0
+    assert "resumed from" in capsys.readouterr().out
+
+    a = load_checkpoint(tmp_path / "a" / "run" / "last.pth")
+    b = load_checkpoint(tmp_path / "b" / "run" / "last.pth")
+    assert a["step"] == b["step"] == 4
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 4
+    for key, value in a["model"].items():
+        torch.testing.assert_close(b["model"][key], value, rtol=0, atol=1e-6, msg=key)
+    steps = [line for line in (tmp_path / "b" / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(steps) == 4, "the resumed run logs steps 3 and 4 after the first run's 1 and 2"
