@@ -170,7 +170,8 @@ class CorruptImageCounter:
 # ---------------------------------------------------------------------------------------------
 # Synthetic image folder: class-distinct pictures written to disk as JPEG, for tests and demos.
 
-SYNTHETIC_SHAPES = ("disc", "square", "triangle", "cross", "ring", "hbars", "vbars", "diamond")
+# Ordered from the easiest to tell apart (stripe orientation, a texture cue) to the subtler outlines.
+SYNTHETIC_SHAPES = ("hbars", "vbars", "disc", "cross", "ring", "square", "triangle", "diamond")
 
 
 def write_synthetic_image_folder(root: str | Path, num_classes: int = 4, train_per_class: int = 40,
@@ -208,9 +209,9 @@ def draw_synthetic_image(shape: str, size: int, rng: np.random.Generator) -> np.
     background = rng.integers(0, 256, 3)
     image = np.empty((size, size, 3), np.uint8)
     image[:] = background
-    noise = rng.normal(0, 18, (size, size, 3))
+    noise = rng.normal(0, 12, (size, size, 3))
     colour = tuple(int(c) for c in (background + rng.integers(80, 176, 3)) % 256)
-    r = int(size * rng.uniform(0.18, 0.32))
+    r = int(size * rng.uniform(0.22, 0.36))
     cx, cy = (int(v) for v in rng.integers(r + 2, size - r - 2, 2))
     t = max(2, r // 3)
     if shape == "disc":

@@ -296,6 +296,8 @@ class ClassificationTrainer:
     def log_step(self, logger: MetricLogger, loss: float, seen: int, tic: float) -> None:
         if self.state.step % max(1, self.cfg.run.log_every) and self.state.step != 1:
             return
+        if self.distributed:  # the loss of the whole (global) batch, not of rank 0's share
+            loss = dist_utils.all_reduce_mean(torch.tensor([loss], dtype=torch.float64, device=self.device)).item()
         if not math.isfinite(loss):
             raise FloatingPointError(f"training loss is {loss} at step {self.state.step}; lower optim.lr")
         elapsed = time.perf_counter() - tic
