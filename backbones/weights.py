@@ -86,6 +86,9 @@ def torchvision_state_dict(model: nn.Module, timeout: float = 30.0) -> tuple[dic
             f"download that file on a machine with network access and pass it as a local file "
             f"(`--weights PATH`, or load_weights(model, PATH)), or place it at {cached}"
         ) from None
+    except Exception as err:  # the download arrived but torch.load cannot read it
+        raise BackboneError(f"{cached}: torchvision weights {name} are not readable ({type(err).__name__}: "
+                            f"{str(err).strip()[:200]}); delete the file to download it again") from None
     finally:
         socket.setdefaulttimeout(previous_timeout)
 

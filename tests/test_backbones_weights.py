@@ -101,6 +101,13 @@ def test_torchvision_weights_load_from_the_hub_cache_without_network(offline, re
     assert torch.equal(model.layer4[1].conv2.weight, resnet18_state["layer4.1.conv2.weight"])
 
 
+def test_a_corrupt_file_in_the_hub_cache_is_named(offline):
+    offline.mkdir(parents=True)
+    (offline / "resnet18-f37072fd.pth").write_bytes(b"truncated download")
+    with pytest.raises(BackboneError, match=r"resnet18-f37072fd.pth: torchvision weights .* not readable"):
+        load_weights(build_backbone("resnet18"), "torchvision", timeout=5)
+
+
 def test_torchvision_googlenet_weights_fit_a_model_without_aux_heads_and_its_input_scaling(offline):
     torch.manual_seed(0)
     # What googlenet(weights=...) builds: aux heads in the file, TensorFlow input scaling switched on.
