@@ -6,6 +6,8 @@ each repeat times both models back to back (alternating which goes first) and th
 ratio are printed: of the median times, of the best times, and the median of the per-repeat ratios
 (each repeat's pair shares the machine's load of that moment). For scale, each model's achieved
 GFLOP/s is compared with a large matmul's GFLOP/s measured in the same repeats.
+`--clock cpu --threads 1` times the process's CPU time instead of wall time: on a loaded machine it
+does not count the time other processes hold the core, so it is the steadier comparison there.
 
     python tools/bench_backbones.py [--repeats 7] [--batch 8] [--size 224] [--device cpu|cuda]
 """
@@ -34,17 +36,20 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def seconds(fn, device: torch.device) -> float:
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def seconds(fn, device: torch.device, clock=time.perf_counter) -> float:
     synchronize(device)
-    start = time.perf_counter()
+    start = clock()
     fn()
     synchronize(device)
-    return time.perf_counter() - start
+    return clock() - start
 
 
-def matmul_gflops(device: torch.device, n: int) -> float:
+def matmul_gflops(device: torch.device, n: int, clock) -> float:
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    return 2 * n**3 / seconds(lambda: torch.mm(a, b), device) / 1e9
+    return 2 * n**3 / seconds(lambda: torch.mm(a, b), device, clock) / 1e9
 
 
 def bench(name: str, args, device: torch.device) -> dict:
@@ -62,8 +67,8 @@ def bench(name: str, args, device: torch.device) -> dict:
         for repeat in range(args.repeats):
             order = ["ours", "torchvision"] if repeat % 2 == 0 else ["torchvision", "ours"]
             for key in order:
-                times[key].append(seconds(lambda: models[key](x), device))
-            matmul.append(matmul_gflops(device, args.matmul_size))
+                times[key].append(seconds(lambda: models[key](x), device, CLOCKS[args.clock]))
+            matmul.append(matmul_gflops(device, args.matmul_size, CLOCKS[args.clock]))
     flops = count_flops(ours, args.size, args.batch)
     median = {key: statistics.median(values) for key, values in times.items()}
     pair_ratios = [tv / ours for tv, ours in zip(times["torchvision"], times["ours"])]
@@ -92,13 +97,17 @@ def main() -> int:
     parser.add_argument("--matmul-size", type=int, default=2048, help="side of the square matmul (default 2048)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--clock", choices=list(CLOCKS), default="wall",
+                        help="wall time, or process CPU time (needs --threads 1 and --device cpu)")
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.clock == "cpu" and (args.threads != 1 or device.type != "cpu"):
+        parser.error("--clock cpu measures one CPU thread: use it with --threads 1 --device cpu")
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
-          f"{args.size}x{args.size}, {args.repeats} interleaved repeats, medians")
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock, "
+          f"batch {args.batch}, {args.size}x{args.size}, {args.repeats} interleaved repeats, medians")
     header = f"{'model':<13}{'ours img/s':>11}{'tv img/s':>10}{'ratio':>7}{'best':>7}{'paired':>8}{'GFLOP/fwd':>11}" \
              f"{'ours GFLOP/s':>14}{'matmul GFLOP/s':>16}{'of matmul':>11}"
     print(header)
