@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from detect.data.classification import (CorruptImageCounter, ImageFolderDataset, SeededSampler,
+from detect.data.classification import (SYNTHETIC_SHAPES, CorruptImageCounter, ImageFolderDataset, SeededSampler,
                                         collate_skipping_corrupt, write_synthetic_image_folder)
 from detect.data.classification_transforms import AugmentConfig, build_train_transform
 from detect.errors import DatasetError
@@ -23,7 +23,7 @@ def folder(tmp_path_factory) -> Path:
 
 def test_image_folder_reads_classes_and_labels(folder):
     ds = ImageFolderDataset(folder, "train")
-    assert ds.classes == sorted(["disc", "square", "triangle"])
+    assert ds.classes == sorted(SYNTHETIC_SHAPES[:3])
     assert len(ds) == 18 and ds.num_classes == 3
     assert sorted(set(ds.targets)) == [0, 1, 2]
     image, label, index = ds[7]
@@ -55,7 +55,7 @@ def test_corrupt_images_are_counted_reported_and_skipped(folder, tmp_path):
     root = tmp_path / "with_corrupt"
 
     shutil.copytree(folder, root)
-    bad = [root / "train" / "disc" / "zz_truncated.jpg", root / "train" / "square" / "zz_empty.jpg"]
+    bad = [root / "train" / "disc" / "zz_truncated.jpg", root / "train" / "hbars" / "zz_empty.jpg"]
     good_bytes = next((root / "train" / "disc").glob("*.jpg")).read_bytes()
     bad[0].write_bytes(good_bytes[:20])  # a JPEG header and nothing else
     bad[1].write_bytes(b"")
