@@ -1,4 +1,4 @@
-"""The main job on a CPU in minutes: synthetic shapes -> Selective Search proposals -> a thin VGG-16
+"""The main job on a CPU in minutes: synthetic shapes -> Selective Search proposals -> a thin VGG
 Fast R-CNN detector trained from scratch -> VOC07/VOC12/COCO evaluation on the held-out split.
 
 Writes OUT/metrics.json, OUT/pr_curve.png and a few drawn detections (OUT/detections_*.png);
