@@ -80,24 +80,24 @@ def test_resumed_run_equals_uninterrupted_run(image_root, tmp_path, base, stop_a
 
 
 @pytest.mark.slow
-def test_sigterm_writes_a_checkpoint_and_the_run_resumes(image_root, tmp_path):
-    """A real SIGTERM to `detect pretrain`: it finishes the step, checkpoints, says so, exits 0."""
+def test_sigterm_to_the_process_group_writes_a_checkpoint_and_the_run_resumes(image_root, tmp_path):
+    """A real SIGTERM to `detect pretrain` and its 2 loader workers (as Ctrl-C or a cluster scheduler
+    sends it): it finishes the step, checkpoints, says so and exits 0; the run then resumes."""
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "detect.cli", "pretrain", *VGG_SMALL, "run.epochs=500", "data.workers=0",
+    args = [sys.executable, "-m", "detect.cli", "pretrain", *VGG_SMALL, "run.epochs=500",
             f"data.root={image_root}", f"run.out_dir={out}"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     metrics = out / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not (metrics.is_file() and len(losses(out)) >= 3):
         time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, output
     assert "SIGTERM" in output and "--resume" in output
     ckpt = load_checkpoint(out / "last.pth")
     assert ckpt["step"] >= 3 and ckpt["epoch"] < 500
     assert max(losses(out)) == ckpt["step"], "the checkpoint holds the last step trained"
-    state = run(image_root, out, VGG_SMALL, ["run.epochs=500", "data.workers=0", f"run.max_steps={ckpt['step'] + 2}"],
-                resume=True)
+    state = run(image_root, out, VGG_SMALL, ["run.epochs=500", f"run.max_steps={ckpt['step'] + 2}"], resume=True)
     assert state.step == ckpt["step"] + 2
