@@ -17,7 +17,7 @@ from backbones.errors import BackboneError
 from backbones.googlenet import GoogLeNet
 from backbones.parts import IMAGENET_MEAN, IMAGENET_STD, BackboneParts, FeatureTrunk
 from backbones.resnet import ResNet
-from backbones.vgg import VGG, init_vgg_from_a
+from backbones.vgg import VGG, init_from_vgg_a
 from backbones.weights import load_weights, read_state_dict
 
 BUILDERS: dict[str, Callable[..., nn.Module]] = {
@@ -65,6 +65,6 @@ def build_backbone(name: str, num_classes: int = 1000, width: float = 1.0, **opt
 
 __all__ = [
     "BUILDERS", "BackboneError", "BackboneParts", "FeatureTrunk", "GoogLeNet", "IMAGENET_MEAN", "IMAGENET_STD",
-    "ResNet", "VGG", "backbone_options", "build_backbone", "count_flops", "count_parameters", "init_vgg_from_a",
+    "ResNet", "VGG", "backbone_options", "build_backbone", "count_flops", "count_parameters", "init_from_vgg_a",
     "load_weights", "read_state_dict",
 ]

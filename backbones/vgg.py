@@ -195,7 +195,7 @@ def vgg_a_from_state_dict(state: dict[str, torch.Tensor], batch_norm: bool, widt
     raise BackboneError(f"not a configuration A VGG{' with BN' if batch_norm else ''} of width {width}: {errors[0]}")
 
 
-def init_vgg_from_a(model: VGG, source: VGG | dict[str, torch.Tensor]) -> list[str]:
+def init_from_vgg_a(model: VGG, source: VGG | dict[str, torch.Tensor]) -> list[str]:
     """Pre-initialise a deeper VGG from a trained configuration A (a VGG or its state_dict), as the paper did.
 
     Copies A's first four conv layers (conv1_1, conv2_1, conv3_1, conv3_2) into the layers at the same

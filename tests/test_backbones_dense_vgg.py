@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from backbones import VGG, BackboneError, build_backbone, init_vgg_from_a
+from backbones import VGG, BackboneError, build_backbone, init_from_vgg_a
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -41,7 +41,7 @@ def test_deeper_vgg_is_preinitialised_from_a_trained_a():
     torch.manual_seed(0)
     a, d = VGG("A", width=0.25), VGG("D", width=0.25)
     before = {k: v.clone() for k, v in d.state_dict().items()}
-    copied = init_vgg_from_a(d, a)
+    copied = init_from_vgg_a(d, a)
     # A's conv1_1, conv2_1, conv3_1, conv3_2 sit at features 0, 3, 6, 8; in D at 0, 5, 10, 12.
     pairs = {0: 0, 3: 5, 6: 10, 8: 12}
     fc = {f"classifier.{i}.{p}" for i in (0, 3, 6) for p in ("weight", "bias")}
@@ -62,7 +62,7 @@ def test_preinitialisation_from_a_state_dict_with_batch_norm():
     for module in a.modules():  # BN statistics that differ from the init, so copying them is visible
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.normal_()
-    copied = init_vgg_from_a(e, a.state_dict())
+    copied = init_from_vgg_a(e, a.state_dict())
     # E: conv1_1 0, conv2_1 7, conv3_1 14, conv3_2 17 (conv, BN, ReLU per layer); A: 0, 4, 8, 11.
     for src, dst in {0: 0, 4: 7, 8: 14, 11: 17}.items():
         for suffix in ("weight", "running_mean"):
@@ -73,10 +73,10 @@ def test_preinitialisation_from_a_state_dict_with_batch_norm():
 def test_preinitialisation_rejects_what_does_not_fit():
     deep = VGG("D", width=0.25)
     with pytest.raises(BackboneError, match="copies from configuration A"):
-        init_vgg_from_a(deep, VGG("B", width=0.25))
+        init_from_vgg_a(deep, VGG("B", width=0.25))
     with pytest.raises(BackboneError, match="does not fit"):
-        init_vgg_from_a(deep, VGG("A", width=0.5))
+        init_from_vgg_a(deep, VGG("A", width=0.5))
     with pytest.raises(BackboneError, match="batch norm differs"):
-        init_vgg_from_a(deep, VGG("A", width=0.25, batch_norm=True))
+        init_from_vgg_a(deep, VGG("A", width=0.25, batch_norm=True))
     with pytest.raises(BackboneError, match="not a configuration A VGG"):
-        init_vgg_from_a(deep, VGG("B", width=0.25).state_dict())
+        init_from_vgg_a(deep, VGG("B", width=0.25).state_dict())
