@@ -76,42 +76,52 @@ def gaussian_derivative_kernels(sigma: float = 1.0) -> tuple[np.ndarray, np.ndar
     return g, (r / sigma**2) * g  # correlating with +r*g/sigma^2 equals convolving with dG/dx
 
 
-def texture_bins(image: np.ndarray) -> np.ndarray:
-    """Per pixel and (channel, axis), the texture histogram cell it adds to: int32 [C*4, H*W].
+@dataclass
+class TextureEntries:
+    """The texture histogram cells pixels add to, kept only outside the zero bins: int64 [M] each.
 
     Gaussian derivatives (sigma = 1) steered to 4 axes; their positive and negative halves are the
     8 orientations, each scaled by its maximum over the image and cut in 10 bins. A pixel is
-    non-zero in at most one half of an axis, so one code per axis says which half and bin;
-    the zero bins are filled in from region sizes (`texture_histograms`), halving the counting.
+    non-zero in at most one half of an axis, so one code per axis says which half and bin. Most
+    responses (~80% on BCCD) fall in a zero bin; those bins are filled in from region sizes
+    (`histograms`), so only the rest is stored and counted, once per segmentation.
     """
-    smooth, derivative = gaussian_derivative_kernels(1.0)
-    angles = np.arange(4) * np.pi / 4
-    steered = []
-    for c in range(image.shape[2]):
-        channel = np.ascontiguousarray(image[:, :, c])
-        gx = cv2.sepFilter2D(channel, cv2.CV_32F, derivative, smooth, borderType=cv2.BORDER_REFLECT)
-        gy = cv2.sepFilter2D(channel, cv2.CV_32F, smooth, derivative, borderType=cv2.BORDER_REFLECT)
-        steered += [(np.cos(angle) * gx + np.sin(angle) * gy).ravel() for angle in angles]
-    steered = np.stack(steered)  # [C*4, P]
-    positive = steered > 0
-    magnitude = np.abs(steered)
-    peak_pos = np.where(positive, magnitude, 0).max(axis=1, keepdims=True)
-    peak_neg = np.where(positive, 0, magnitude).max(axis=1, keepdims=True)
-    peak = np.where(positive, np.maximum(peak_pos, 1e-12), np.maximum(peak_neg, 1e-12))
-    bins = quantise(magnitude / peak, TEXTURE_BINS)
-    orientation = 2 * np.arange(len(steered), dtype=np.int32)[:, None] + (~positive)
-    return orientation * TEXTURE_BINS + bins
 
+    pixels: np.ndarray  # flat pixel index of each entry
+    codes: np.ndarray  # (2 * axis + half) * TEXTURE_BINS + bin, bin >= 1
+    orientations: int  # 8 per channel
 
-def texture_histograms(labels_flat: np.ndarray, codes: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """L1-normalised texture histograms [R, C*8*10] from `texture_bins` codes."""
-    num = len(sizes)
-    orientations = 2 * len(codes)
-    index = (labels_flat * (orientations * TEXTURE_BINS))[None, :] + codes
-    counts = np.bincount(index.ravel(), minlength=num * orientations * TEXTURE_BINS)
-    counts = counts.reshape(num, orientations, TEXTURE_BINS).astype(np.float64)
-    counts[:, :, 0] = sizes[:, None] - counts[:, :, 1:].sum(axis=2)  # the other half's zeros
-    return (counts.reshape(num, -1) / (sizes[:, None] * orientations)).astype(np.float32)
+    @classmethod
+    def from_image(cls, image: np.ndarray) -> "TextureEntries":
+        smooth, derivative = gaussian_derivative_kernels(1.0)
+        angles = np.arange(4) * np.pi / 4
+        pixels, codes = [], []
+        for c in range(image.shape[2]):
+            channel = np.ascontiguousarray(image[:, :, c])
+            gx = cv2.sepFilter2D(channel, cv2.CV_32F, derivative, smooth, borderType=cv2.BORDER_REFLECT).ravel()
+            gy = cv2.sepFilter2D(channel, cv2.CV_32F, smooth, derivative, borderType=cv2.BORDER_REFLECT).ravel()
+            for a, angle in enumerate(angles):
+                # one axis at a time, so every pass stays in cache; float64, as np.cos makes it
+                steered = np.cos(angle) * gx + np.sin(angle) * gy
+                positive = steered > 0
+                # dividing by +peak (positive half) or -peak (negative half) gives |response| / peak
+                peak = np.where(positive, max(steered.max(), 1e-12), -max(-steered.min(), 1e-12))
+                scaled = np.divide(steered, peak, out=peak)
+                scaled *= TEXTURE_BINS
+                kept = np.flatnonzero(scaled >= 1)  # bin >= 1
+                bins = np.minimum(scaled[kept], TEXTURE_BINS - 1).astype(np.int64)  # the peak: last bin
+                axis = 4 * c + a
+                pixels.append(kept)
+                codes.append(bins + np.where(positive[kept], 2 * axis * TEXTURE_BINS, (2 * axis + 1) * TEXTURE_BINS))
+        return cls(np.concatenate(pixels), np.concatenate(codes), 8 * image.shape[2])
+
+    def histograms(self, labels_flat: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+        """L1-normalised texture histograms [R, C*8*10] of the regions of a label image."""
+        num, cells = len(sizes), self.orientations * TEXTURE_BINS
+        counts = np.bincount(labels_flat[self.pixels] * cells + self.codes, minlength=num * cells)
+        counts = counts.reshape(num, self.orientations, TEXTURE_BINS).astype(np.float64)
+        counts[:, :, 0] = sizes[:, None] - counts[:, :, 1:].sum(axis=2)  # zero-bin and other-half pixels
+        return (counts.reshape(num, -1) / (sizes[:, None] * self.orientations)).astype(np.float32)
 
 
 @dataclass
@@ -120,14 +130,14 @@ class ColourSpaceImage:
 
     image: np.ndarray  # float32 [H,W,C] in [0,1]
     colour_codes: np.ndarray  # int32 [C, H*W], bin index + channel offset
-    texture_codes: np.ndarray  # int32 [C*4, H*W], see texture_bins
+    texture: TextureEntries
 
     @classmethod
     def from_rgb(cls, rgb: np.ndarray, space: str) -> "ColourSpaceImage":
         image = convert_colour_space(rgb, space)
         flat = image.reshape(-1, image.shape[2]).T
         colour = quantise(flat, COLOUR_BINS) + (np.arange(image.shape[2], dtype=np.int32) * COLOUR_BINS)[:, None]
-        return cls(image, colour, texture_bins(image))
+        return cls(image, colour, TextureEntries.from_image(image))
 
 
 def region_histograms(labels_flat: np.ndarray, codes: np.ndarray, num_regions: int, dims: int) -> np.ndarray:
@@ -156,18 +166,19 @@ class InitialRegions:
         boxes = np.array([[s[1].start, s[0].start, s[1].stop - 1, s[0].stop - 1] for s in slices], dtype=np.float64)
         channels = space_image.image.shape[2]
         colour = region_histograms(flat, space_image.colour_codes, num, channels * COLOUR_BINS)
-        texture = texture_histograms(flat, space_image.texture_codes, sizes)
+        texture = space_image.texture.histograms(flat, sizes)
         return cls(sizes, boxes, colour, texture, adjacent_pairs(labels))
 
 
 def adjacent_pairs(labels: np.ndarray) -> np.ndarray:
     """Unique 4-connected neighbour pairs (i < j) of a label image, from horizontal/vertical shifts."""
-    a = np.concatenate([labels[:, :-1].ravel(), labels[:-1, :].ravel()]).astype(np.int64)
-    b = np.concatenate([labels[:, 1:].ravel(), labels[1:, :].ravel()]).astype(np.int64)
-    differ = a != b
-    lo, hi = np.minimum(a[differ], b[differ]), np.maximum(a[differ], b[differ])
     num = int(labels.max()) + 1
-    keys = np.unique(lo * num + hi)
+    keys = []
+    for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1, :], labels[1:, :])):
+        differ = a != b
+        a, b = a[differ].astype(np.int64), b[differ].astype(np.int64)
+        keys.append(np.minimum(a, b) * num + np.maximum(a, b))
+    keys = np.unique(np.concatenate(keys))
     return np.stack([keys // num, keys % num], axis=1)
 
 
@@ -178,20 +189,26 @@ def segment(space_image: ColourSpaceImage, k: float, sigma: float) -> np.ndarray
         labels = felzenszwalb(image[:, :, 0], scale=k, sigma=sigma, min_size=int(k), channel_axis=None)
     else:
         labels = felzenszwalb(image, scale=k, sigma=sigma, min_size=int(k), channel_axis=-1)
-    labels = labels.astype(np.int64)
+    labels = labels.astype(np.int64, copy=False)
     if not np.bincount(labels.ravel()).all():  # skimage numbers segments 0..R-1; make sure of it
         labels = np.unique(labels, return_inverse=True)[1].reshape(labels.shape)
     return labels
 
 
 def group(regions: InitialRegions, terms: str, image_area: float) -> np.ndarray:
-    """Greedy hierarchical grouping until one region; boxes [2R-1, 4] in creation order (inclusive)."""
+    """Greedy hierarchical grouping until one region; boxes [2R-1, 4] in creation order (inclusive).
+
+    Each step runs a handful of numpy calls on the new region's neighbours, so the per-call
+    overhead is the cost: boxes are kept as corners (x1, y1, -x2, -y2), making a union box one
+    np.minimum, and every sum is of whole pixel counts, exact in float64 in any order.
+    """
     n0 = len(regions.sizes)
     cap = 2 * n0 - 1
     sizes = np.empty(cap)
     sizes[:n0] = regions.sizes
-    boxes = np.empty((cap, 4))
-    boxes[:n0] = regions.boxes
+    corners = np.empty((cap, 4))
+    corners[:n0, :2] = regions.boxes[:, :2]
+    corners[:n0, 2:] = -regions.boxes[:, 2:]
     use_c, use_t, use_s, use_f = (t in terms for t in SIMILARITY_TERMS)
     # Colour and texture histograms side by side: each part sums to 1, so one intersection of the
     # joined histograms is the sum of the two, and a size-weighted average merges both at once.
@@ -204,52 +221,52 @@ def group(regions: InitialRegions, terms: str, image_area: float) -> np.ndarray:
     def similarity(a, b: np.ndarray) -> np.ndarray:
         """Similarity of regions a (an index, or indices aligned with b) to regions b."""
         s = np.minimum(hist[b], hist[a]).sum(axis=1, dtype=np.float64) if hist is not None else np.zeros(len(b))
+        both = sizes[b] + sizes[a]
         if use_s:
-            s += 1.0 - (sizes[b] + sizes[a]) / image_area
+            s += 1.0 - both / image_area
         if use_f:
-            lo = np.minimum(boxes[b, :2], boxes[a, :2])
-            hi = np.maximum(boxes[b, 2:], boxes[a, 2:])
-            box_area = np.prod(hi - lo + 1, axis=1)
-            s += 1.0 - (box_area - sizes[b] - sizes[a]) / image_area
+            union = np.minimum(corners[b], corners[a])
+            box_area = (1.0 - union[:, 2] - union[:, 0]) * (1.0 - union[:, 3] - union[:, 1])
+            s += 1.0 - (box_area - both) / image_area
         return s
 
     neighbours: list[set[int]] = [set() for _ in range(n0)]
-    firsts, seconds = regions.pairs[:, 0], regions.pairs[:, 1]
-    for i, j in zip(firsts.tolist(), seconds.tolist()):
+    firsts, seconds = regions.pairs[:, 0].tolist(), regions.pairs[:, 1].tolist()
+    for i, j in zip(firsts, seconds):
         neighbours[i].add(j)
         neighbours[j].add(i)
-    heap = list(zip((-similarity(firsts, seconds)).tolist(), firsts.tolist(), seconds.tolist()))
+    heap = list(zip((-similarity(regions.pairs[:, 0], regions.pairs[:, 1])).tolist(), firsts, seconds))
     heapq.heapify(heap)
 
     alive = [True] * n0 + [False] * (cap - n0)
+    pop, push = heapq.heappop, heapq.heappush
     t = n0
     while heap:
-        _, i, j = heapq.heappop(heap)
+        _, i, j = pop(heap)
         if not (alive[i] and alive[j]):
             continue  # a stale entry: one side was merged already
         si, sj = sizes[i], sizes[j]
         sizes[t] = si + sj
-        boxes[t, :2] = np.minimum(boxes[i, :2], boxes[j, :2])
-        boxes[t, 2:] = np.maximum(boxes[i, 2:], boxes[j, 2:])
+        np.minimum(corners[i], corners[j], out=corners[t])
         if hist is not None:
             hist[t] = (si * hist[i] + sj * hist[j]) / (si + sj)
         alive[i] = alive[j] = False
         alive[t] = True
-        merged = neighbours[i] | neighbours[j]
-        merged.discard(i)
-        merged.discard(j)
+        gone = {i, j}
+        merged = (neighbours[i] | neighbours[j]) - gone
         for n in merged:
             nb = neighbours[n]
-            nb.discard(i)
-            nb.discard(j)
+            nb -= gone
             nb.add(t)
         neighbours.append(merged)
         if merged:
-            others = np.fromiter(merged, dtype=np.int64, count=len(merged))
-            for s, n in zip((-similarity(t, others)).tolist(), others.tolist()):
-                heapq.heappush(heap, (s, n, t))
+            others = list(merged)
+            for s, n in zip((-similarity(t, np.array(others))).tolist(), others):
+                push(heap, (s, n, t))
         t += 1
-    return boxes[:t]
+    boxes = corners[:t].copy()
+    boxes[:, 2:] *= -1
+    return boxes
 
 
 class SelectiveSearch:
@@ -258,6 +275,9 @@ class SelectiveSearch:
     `strategy` picks the paper's preset (single, fast, quality); color_spaces / ks / similarities
     override its parts. Boxes narrower or lower than `min_box_size` pixels are dropped (R-CNN: 20);
     images whose longer side exceeds `max_side` are segmented downscaled and the boxes mapped back.
+    `scale_k` also scales k (and so the minimum segment size) by that downscaling's pixel ratio, so
+    segments keep their share of the image: a speed setting, e.g. `single` with max_side=320 on
+    640x480 BCCD segments at k=25 (tools/bench_selective_search.py measures it against full size).
     Scores are 1 / (1 + rank value): the paper's ranking, higher is better.
     """
 
@@ -265,7 +285,8 @@ class SelectiveSearch:
 
     def __init__(self, strategy: str = "fast", color_spaces: list[str] | None = None, ks: list[float] | None = None,
                  similarities: list[str] | None = None, sigma: float = 0.8, min_box_size: float = 20,
-                 max_side: int | None = 1000, max_proposals: int | None = None, seed: int = 0) -> None:
+                 max_side: int | None = 1000, max_proposals: int | None = None, seed: int = 0,
+                 scale_k: bool = False) -> None:
         if strategy not in STRATEGIES:
             raise UserError(f"unknown Selective Search strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
         preset = STRATEGIES[strategy]
@@ -288,6 +309,7 @@ class SelectiveSearch:
         self.max_side = None if max_side in (None, 0) else int(max_side)
         self.max_proposals = None if max_proposals in (None, 0) else int(max_proposals)
         self.seed = int(seed)
+        self.scale_k = bool(scale_k)
 
     def params(self) -> dict:
         return {
@@ -295,16 +317,22 @@ class SelectiveSearch:
             "similarities": self.similarities, "sigma": self.sigma, "min_box_size": self.min_box_size,
             "max_side": self.max_side, "max_proposals": self.max_proposals, "seed": self.seed,
             "texture": "gaussian-derivative sigma=1, 8 orientations, 10 bins", "colour_bins": COLOUR_BINS,
+            # recorded only when on, so caches made before the option existed keep their names
+            **({"scale_k": True} if self.scale_k else {}),
         }
 
-    def hierarchies(self, image: np.ndarray) -> list[np.ndarray]:
-        """One box array per strategy, each in creation order (inclusive pixel coordinates)."""
+    def hierarchies(self, image: np.ndarray, k_factor: float = 1.0) -> list[np.ndarray]:
+        """One box array per strategy, each in creation order (inclusive pixel coordinates).
+
+        The colour conversion and features are computed once per colour space, each segmentation
+        once per (colour space, k) and grouped once per similarity set.
+        """
         area = float(image.shape[0] * image.shape[1])
         out = []
         for space in self.color_spaces:
             space_image = ColourSpaceImage.from_rgb(image, space)
             for k in self.ks:
-                regions = InitialRegions.from_labels(segment(space_image, k, self.sigma), space_image)
+                regions = InitialRegions.from_labels(segment(space_image, k * k_factor, self.sigma), space_image)
                 out.extend(group(regions, terms, area) for terms in self.similarities)
         return out
 
@@ -315,9 +343,10 @@ class SelectiveSearch:
             raise UserError(f"image of {width}x{height} pixels is too large to segment at full size; "
                             f"set max_side (e.g. 1000) to segment it downscaled")
         image = downscale_to_max_side(image, self.max_side)
+        k_factor = image.shape[0] * image.shape[1] / (height * width) if self.scale_k else 1.0
         rng = np.random.default_rng(self.seed)
         all_boxes, all_values = [], []
-        for boxes in self.hierarchies(image):
+        for boxes in self.hierarchies(image, k_factor):
             # the paper: the region created last has position 1; value = position x U[0,1]
             position = np.arange(len(boxes), 0, -1, dtype=np.float64)
             all_values.append(position * rng.random(len(boxes)))
