@@ -151,16 +151,18 @@ class ClassificationTrainer:
             "scaler": self.scaler.state_dict(),
             "step": self.state.step, "epoch": self.state.epoch, "epoch_position": self.state.epoch_position,
             "best_val_accuracy": self.state.best_val_accuracy, "history": self.state.history,
+            "world_size": self.world,
             "classes": self.train_set.classes,
             "corrupt_images": sorted(self.corrupt.paths),
-            "rng": rng_state(),
             "config": to_dict(self.cfg),
         }
 
     def save(self, name: str = LAST_CHECKPOINT) -> Path | None:
+        """Every process calls this (the RNG states of all ranks are gathered); rank 0 writes."""
+        rngs = dist_utils.all_gather_objects(rng_state())
         if not dist_utils.is_main_process():
             return None
-        return save_checkpoint(self.out_dir / name, self.checkpoint_state())
+        return save_checkpoint(self.out_dir / name, {**self.checkpoint_state(), "rng": rngs})
 
     def load(self, path: Path) -> None:
         ckpt = load_checkpoint(path, map_location=self.device)
@@ -172,10 +174,13 @@ class ClassificationTrainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
-        self.state = TrainState(ckpt["step"], ckpt["epoch"], ckpt["epoch_position"], ckpt["best_val_accuracy"],
-                                list(ckpt["history"]))
+        # Each rank had trained on `epoch_position` samples of its 1/world share of the epoch's order;
+        # the same global position under another number of processes is position * old / new.
+        position = ckpt["epoch_position"] * ckpt["world_size"] // self.world
+        self.state = TrainState(ckpt["step"], ckpt["epoch"], position, ckpt["best_val_accuracy"], list(ckpt["history"]))
         self.corrupt.paths.update(ckpt.get("corrupt_images", []))
-        set_rng_state(ckpt["rng"])
+        rngs = ckpt["rng"]
+        set_rng_state(rngs[self.rank] if self.rank < len(rngs) else rngs[0])
 
     # ------------------------------------------------------------------ loop
     def train_loader(self, start: int) -> DataLoader:
