@@ -167,6 +167,26 @@ def test_large_images_are_segmented_downscaled_and_boxes_mapped_back():
     assert (box_iou(scaled, torch.from_numpy(boxes)).max(dim=1).values > 0.9).all()
 
 
+def test_scale_k_segments_a_downscaled_image_as_the_small_image_with_k_scaled():
+    """A 4x blow-up shrunk back to 100x96 is the small image again: scale_k must then use k / 16."""
+    small = rectangles_image(noise=30)
+    big = np.kron(small, np.ones((4, 4, 1), np.uint8))  # 400x384
+    scaled_boxes, scaled_scores = SelectiveSearch("fast", ks=[160, 320], max_side=100, scale_k=True,
+                                                  min_box_size=4).propose(big)
+    boxes, scores = SelectiveSearch("fast", ks=[10, 20], min_box_size=1).propose(small)
+    unscaled_boxes, _ = SelectiveSearch("fast", ks=[160, 320], max_side=100, min_box_size=4).propose(big)
+    np.testing.assert_array_equal(scaled_boxes, boxes * 4)
+    np.testing.assert_array_equal(scaled_scores, scores)
+    assert len(unscaled_boxes) < len(scaled_boxes), "without scale_k, k=160/320 segments the small image coarsely"
+
+
+def test_scale_k_changes_nothing_without_downscaling_and_is_recorded_only_when_on():
+    image = rectangles_image(noise=30)
+    plain, scaled = SelectiveSearch("single"), SelectiveSearch("single", scale_k=True)
+    assert all(np.array_equal(a, b) for a, b in zip(plain.propose(image), scaled.propose(image)))
+    assert "scale_k" not in plain.params() and scaled.params()["scale_k"] is True
+
+
 def test_too_large_image_without_resize_is_a_clear_error():
     with pytest.raises(UserError, match="too large.*max_side"):
         SelectiveSearch("single", max_side=None).propose(np.zeros((8000, 5001, 3), np.uint8))
@@ -210,6 +230,7 @@ def test_bad_images_are_clear_errors(image, message):
     ({"similarities": ["CQ"]}, "similarity"),
     ({"ks": [0]}, "positive"),
     ({"colour_space": ["HSV"]}, "color_spaces"),
+    ({"scale_k": "maybe"}, "scale_k must be true or false"),
 ])
 def test_bad_parameters_are_clear_errors(params, message):
     with pytest.raises(UserError, match=message):
