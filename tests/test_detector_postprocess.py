@@ -86,3 +86,18 @@ def test_warped_crops_are_streamed_in_chunks():
         features = regions(torch.randn(1, 3, 48, 48), [boxes])
     assert features.shape == (10, parts.num_features)
     assert seen == [4, 4, 2], "never more than chunk_size crops at once"
+
+
+def test_test_time_rois_pooled_on_every_core_equal_one_core():
+    import backbones
+    from detect.models.region_features import PooledRegions
+
+    parts = backbones.build_backbone("vgg11", width=0.0625).eval().detection_parts()
+    regions = PooledRegions(parts.trunk, parts.head, parts.num_features, pool="align")
+    features = torch.randn(1, parts.out_channels, 12, 16)
+    rois = torch.cat([torch.zeros(50, 1), torch.rand(50, 2) * 100, torch.rand(50, 2) * 100 + 110], dim=1)
+    with torch.no_grad():
+        one_core = regions._pool(features, rois)  # torch_one_thread: the single-threaded path
+        torch.set_num_threads(2)
+        two_cores = regions._pool(features, rois)
+    assert torch.equal(one_core, two_cores)

@@ -51,6 +51,7 @@ def interleaved(pipeline, reference, repeats: int) -> tuple[list[float], list[fl
 @torch.inference_mode()
 def bench_fast(args, pool: str) -> dict:
     cfg = ModelConfig(backbone=args.backbone, width=args.width, mode="fast", roi_pool=pool,
+                      roi_sampling_ratio=args.sampling_ratio,
                       test_scale=args.scale, max_size=args.max_size, chunk_size=args.chunk)
     model = build_detector(cfg, num_classes=20, inference=InferenceConfig(score_threshold=0.0)).eval()
     g = torch.Generator().manual_seed(0)
@@ -63,7 +64,7 @@ def bench_fast(args, pool: str) -> dict:
     features = regions.trunk(batch)
     rois = boxes_to_rois(scaled)
     pooled = [roi_pool(features, c, regions.output_size, regions.spatial_scale) if pool == "pool" else
-              roi_align(features, c, regions.output_size, regions.spatial_scale, sampling_ratio=2, aligned=True)
+              roi_align(features, c, regions.output_size, regions.spatial_scale, args.sampling_ratio, aligned=True)
               for c in rois.split(args.chunk)]
 
     def reference():
@@ -106,6 +107,7 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=600, help="fast mode: test scale (shorter side)")
     parser.add_argument("--max-size", type=int, default=1000)
     parser.add_argument("--proposals", type=int, default=2000, help="fast mode: proposals per image")
+    parser.add_argument("--sampling-ratio", type=int, default=2, help="fast mode, RoIAlign: samples per bin side")
     parser.add_argument("--chunk", type=int, default=512, help="fast mode: RoIs through the head at once")
     parser.add_argument("--regions", type=int, default=64, help="rcnn mode: regions per image")
     parser.add_argument("--rcnn-chunk", type=int, default=32, help="rcnn mode: warped regions per backbone batch")

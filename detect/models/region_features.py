@@ -11,6 +11,9 @@ crops or RoI feature maps in memory at once. Images come in normalised and padde
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+
 import torch
 from torch import nn
 from torchvision.ops import roi_align, roi_pool
@@ -38,13 +41,14 @@ class PooledRegions(nn.Module):
     """Fast R-CNN: one trunk pass per image, RoI pooling to head_input_size, per-region head."""
 
     def __init__(self, trunk: nn.Module, head: nn.Module, num_features: int, output_size: int = 14,
-                 stride: int = 16, pool: str = "align", chunk_size: int = 512) -> None:
+                 stride: int = 16, pool: str = "align", chunk_size: int = 512, sampling_ratio: int = 2) -> None:
         super().__init__()
         if pool not in ("align", "pool"):
             raise ValueError(f"RoI pooling must be 'align' or 'pool', got {pool!r}")
         self.trunk, self.head = trunk, head
         self.output_size, self.spatial_scale = output_size, 1.0 / stride
         self.pool, self.chunk_size, self.num_features = pool, chunk_size, num_features
+        self.sampling_ratio = sampling_ratio  # RoIAlign's bilinear samples per bin side (torchvision's 2)
 
     def forward(self, images: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
         features = self.trunk(images)
@@ -53,9 +57,18 @@ class PooledRegions(nn.Module):
         return torch.cat(outputs) if outputs else features.new_zeros((0, self.num_features))
 
     def _pool(self, features: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        threads = torch.get_num_threads()
+        if features.device.type != "cpu" or threads == 1 or torch.is_grad_enabled() or len(rois) < 2 * threads:
+            return self._pool_op(features, rois)
+        # torchvision's CPU RoI kernels use one core (and release the GIL): at test time, where
+        # thousands of RoIs are pooled, give each core a slice of them.
+        with ThreadPoolExecutor(threads) as workers:
+            return torch.cat(list(workers.map(partial(self._pool_op, features), rois.chunk(threads))))
+
+    def _pool_op(self, features: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
         if self.pool == "pool":
             return roi_pool(features, rois, self.output_size, self.spatial_scale)
-        return roi_align(features, rois, self.output_size, self.spatial_scale, sampling_ratio=2, aligned=True)
+        return roi_align(features, rois, self.output_size, self.spatial_scale, self.sampling_ratio, aligned=True)
 
 
 class WarpedRegions(nn.Module):
