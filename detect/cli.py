@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "propose": ("detect.commands.propose", "compute region proposals for a dataset into a resumable cache; --eval scores their recall"),
     "train-multibox": ("detect.commands.train_multibox", "train a MultiBox proposer (boxes relative to k-means priors) for method multibox / combined"),
     "pretrain": ("detect.commands.pretrain", "pretrain a backbone on an ImageNet-style image folder (papers' recipes), evaluate top-1/top-5"),
+    "compare": ("detect.commands.compare", "compare backbones (or proposers) under one pipeline: train or evaluate each, Markdown + HTML report"),
 }
 
 
