@@ -76,3 +76,20 @@ def test_detector_output_is_in_original_image_coordinates(tmp_path, cache):
     assert len(out["boxes"]) > 0
     assert float(out["boxes"][:, 2].max()) <= 200.0 and float(out["boxes"][:, 3].max()) <= 96.0
     assert float(out["boxes"][:, 2].max()) > 128.0, "a box near the right edge must stay there after rescaling"
+
+
+def test_separate_localisation_stage_trains_only_the_box_head(tmp_path, cache):
+    """R-CNN style: classifier steps first (classification loss only), then localisation steps that
+    use only the box loss and move only the localisation head."""
+    config = tiny_config(tmp_path, cache, "rcnn", model={"box_training": "separate", "box_iou": 0.6},
+                         train={"steps": 1, "box_steps": 1, "checkpoint_every": 1})
+    assert cli(["train", "--config", str(config)]) == 0  # step 1 classifier, step 2 localisation
+    before = load_checkpoint(tmp_path / "run" / "last.pth")["model"]
+    assert cli(["train", "--config", str(config), "train.box_steps=2", "--resume"]) == 0  # step 3 localisation
+    final = load_checkpoint(tmp_path / "run" / "last.pth")
+    assert final["step"] == 3
+    moved = {k for k, v in final["model"].items() if v.is_floating_point() and not torch.equal(v, before[k])}
+    assert moved and all(k.startswith("localisation.") for k in moved), sorted(moved)[:5]
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [sorted(k for k in r if k.startswith("loss_")) for r in logged] == [
+        ["loss_classifier"], ["loss_box"], ["loss_box"]]
