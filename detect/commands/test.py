@@ -45,7 +45,8 @@ def main(args) -> int:
     predictions = predict(model, data, device, cfg.train.amp, cfg.train.progress)
 
     out = Path(args.out or Path(cfg.train.out_dir) / "test")
-    split = spec.rsplit(":", 1)[-1] if spec.startswith(("voc:", "shapes:")) else "test"
+    last = spec.rsplit(":", 1)[-1]  # the split name of voc:ROOT:SPLIT / shapes:N:SEED:SPLIT, for devkit file names
+    split = last if spec.startswith(("voc:", "shapes:")) and last.isidentifier() else "test"
     results_json = write_coco_results(out / "detections.json", dataset, predictions)
     voc_files = write_voc_results(out / "voc", dataset, predictions, split=split)
     results = evaluate_predictions(dataset, predictions, metrics)
