@@ -101,3 +101,23 @@ def test_test_time_rois_pooled_on_every_core_equal_one_core():
         torch.set_num_threads(2)
         two_cores = regions._pool(features, rois)
     assert torch.equal(one_core, two_cores)
+
+
+def test_iterative_refinement_rescores_the_regressed_boxes():
+    from detect.models.detector import ModelConfig, build_detector
+
+    cfg = ModelConfig(backbone="vgg11", width=0.0625, mode="fast", train_scales=[64], test_scale=64, max_size=128)
+    model = build_detector(cfg, num_classes=2, inference=InferenceConfig(refine_iterations=1, score_threshold=0.0)).eval()
+    torch.nn.init.zeros_(model.localisation.fc.weight)
+    with torch.no_grad():
+        model.localisation.fc.bias.copy_(torch.tensor([1.0, 0, 0, 0] * 2))  # every box moves right by 0.1 width
+    proposals = [torch.tensor([[8.0, 8.0, 28.0, 28.0], [50.0, 0.0, 64.0, 10.0]])]
+    logits = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    refined = model.refine(logits, model.localisation(torch.zeros(2, 256)), proposals, [(64, 64)])
+    torch.testing.assert_close(refined[0], torch.tensor([[10.0, 8.0, 30.0, 28.0], [51.4, 0.0, 64.0, 10.0]]))  # clipped
+    seen = []
+    model.regions.register_forward_hook(lambda module, inputs, output: seen.append(inputs[1][0].clone()))
+    with torch.no_grad():
+        model([torch.rand(3, 64, 64)], proposals)
+    assert len(seen) == 2, "scored once on the proposals, once more on the refined boxes"
+    torch.testing.assert_close(seen[1], refined[0])
