@@ -31,11 +31,14 @@ from pathlib import Path  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from skimage.segmentation import felzenszwalb  # noqa: E402
+from skimage.util import img_as_float  # noqa: E402
 
 from detect.data.dataset import DetectionDataset  # noqa: E402
 from detect.data.spec import build_dataset  # noqa: E402
 from detect.evaluation.proposal_recall import proposal_recall  # noqa: E402
 from detect.proposals.boxes import downscale_to_max_side  # noqa: E402
+from detect.proposals.selective_search import STRATEGIES, convert_colour_space  # noqa: E402
 from detect.proposals import build_proposer  # noqa: E402
 
 DEFAULT_DATA = f"voc:{Path(__file__).resolve().parents[2] / 'shared/datasets/BCCD'}:test"
@@ -63,25 +66,28 @@ def run_interleaved(proposers: dict, images: list[np.ndarray], repeats: int) -> 
 def summary(name: str, dataset, run: dict) -> dict:
     table = proposal_recall(dataset, lambda i: run["results"][i], top_n=(100, 2000, None))
     recall = table["recall"]
-    print(f"{name:<58} wall {run['wall']:6.3f}  cpu {run['cpu']:6.3f} s/img  boxes/img {table['boxes_per_image']:6.0f}  "
-          f"recall@0.5 {recall['0.5']['all']:.3f} (top 100: {recall['0.5']['100']:.3f}, "
-          f"top 2000: {recall['0.5']['2000']:.3f})  recall@0.7 {recall['0.7']['all']:.3f}  MABO {table['mabo']['all']:.3f}")
+    print(f"{name:<58} wall {run['wall']:6.3f}  cpu {run['cpu']:6.3f} s/img  "
+          f"boxes/img {table['boxes_per_image']:6.0f}  recall@0.5 {recall['0.5']['all']:.3f} "
+          f"(top 100: {recall['0.5']['100']:.3f}, top 2000: {recall['0.5']['2000']:.3f})  "
+          f"recall@0.7 {recall['0.7']['all']:.3f}  MABO {table['mabo']['all']:.3f}")
     return {"wall": run["wall"], "cpu": run["cpu"], "recall": recall["0.5"]["all"], "mabo": table["mabo"]["all"]}
 
 
-def segmentation_cpu(images: list[np.ndarray], source: str, k: float, side: int | None = None) -> float:
-    """CPU seconds per image of one skimage Felzenszwalb call (the part no grouping code can speed up)."""
-    from skimage.segmentation import felzenszwalb
-    from skimage.util import img_as_float
+class SegmentationOnly:
+    """The skimage Felzenszwalb calls a method makes, alone: the floor no grouping code can lower.
 
-    from detect.proposals.selective_search import convert_colour_space
+    Timed like a proposer (interleaved with the real ones, so under the same load); no proposals.
+    """
 
-    start = time.process_time()
-    for image in images:
-        image = downscale_to_max_side(image, side)
-        pixels = img_as_float(image) if source == "package" else convert_colour_space(image, source)
-        felzenszwalb(pixels, scale=k, sigma=0.8, min_size=int(k), channel_axis=-1)
-    return (time.process_time() - start) / len(images)
+    def __init__(self, calls: list[tuple[str, float]], side: int | None = None) -> None:
+        self.calls, self.side = calls, side  # (colour space, or "package" for its RGB input; k)
+
+    def propose(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        image = downscale_to_max_side(image, self.side)
+        for source, k in self.calls:
+            pixels = img_as_float(image) if source == "package" else convert_colour_space(image, source)
+            felzenszwalb(pixels, scale=k, sigma=0.8, min_size=int(k), channel_axis=-1)
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
 
 
 def subset(dataset, count: int) -> DetectionDataset:
@@ -118,9 +124,13 @@ def main() -> None:
     compare_images = [compare_set.load_image(i) for i in range(len(compare_set))]
     height, width = compare_images[0].shape[:2]
     print(f"{args.data}: {width}x{height} images, single thread, CPU s/img best of {args.repeats}")
-    build_proposer("selective_search", strategy="single").propose(fast_images[0])  # warm-up (imports, caches)
+    build_proposer("selective_search", strategy="fast").propose(fast_images[0])  # warm-up (imports, colour LUTs)
 
-    fast_run = run_interleaved({"fast": build_proposer("selective_search", strategy="fast")}, fast_images, args.repeats)
+    preset = STRATEGIES["fast"]
+    fast_run = run_interleaved({
+        "fast": build_proposer("selective_search", strategy="fast"),
+        "segmentation": SegmentationOnly([(space, k) for space in preset["color_spaces"] for k in preset["ks"]]),
+    }, fast_images, args.repeats)
     fast = summary(f"ours fast (8 strategies), full size, {len(fast_images)} img", fast_set, fast_run["fast"])
 
     reduced_ks = {}  # side -> the k that scale_k applies at that side
@@ -130,10 +140,13 @@ def main() -> None:
     proposers = {
         "package": build_proposer("selectivesearch", scale=args.k, min_size=args.k),
         "ours": build_proposer("selective_search", strategy="single", ks=[args.k]),
+        ("segmentation", "package"): SegmentationOnly([("package", args.k)]),
+        ("segmentation", "ours"): SegmentationOnly([("HSV", args.k)]),
     }
-    for side in args.reduced_sides:
+    for side, k in reduced_ks.items():
         proposers[side] = build_proposer("selective_search", strategy="single", ks=[args.k], max_side=side,
                                          scale_k=True)
+        proposers[("segmentation", side)] = SegmentationOnly([("HSV", k)], side)
     runs = run_interleaved(proposers, compare_images, args.repeats)
     n = len(compare_images)
     package = summary(f"selectivesearch k={args.k}, full size, {n} img", compare_set, runs["package"])
@@ -141,13 +154,13 @@ def main() -> None:
     reduced = {side: summary(f"ours single, max side {side}, k={k:g} (scaled), {n} img", compare_set, runs[side])
                for side, k in reduced_ks.items()}
 
-    seg_ours = segmentation_cpu(compare_images, "HSV", args.k)
-    seg_package = segmentation_cpu(compare_images, "package", args.k)
-    print(f"of which skimage felzenszwalb (CPU s/img): ours {seg_ours:.3f}, package {seg_package:.3f}; "
-          f"the rest (features + grouping): ours {ours['cpu'] - seg_ours:.3f}, package {package['cpu'] - seg_package:.3f}")
-    for side, k in reduced_ks.items():
-        seg = segmentation_cpu(compare_images, "HSV", k, side)
-        print(f"  ours at max side {side}: felzenszwalb {seg:.3f}, the rest {reduced[side]['cpu'] - seg:.3f}")
+    print("skimage felzenszwalb alone and the rest (features + grouping), CPU s/img:")
+    floors = [("fast mode (4 calls)", fast_run["fast"], fast_run["segmentation"]),
+              ("package", runs["package"], runs[("segmentation", "package")]),
+              ("ours single, full size", runs["ours"], runs[("segmentation", "ours")])]
+    floors += [(f"ours single, max side {side}", runs[side], runs[("segmentation", side)]) for side in reduced_ks]
+    for name, total, segmentation in floors:
+        print(f"  {name:<30} felzenszwalb {segmentation['cpu']:.3f}  the rest {total['cpu'] - segmentation['cpu']:.3f}")
     print(f"fast mode: {fast['cpu']:.3f} s/img CPU, {fast['wall']:.3f} s/img wall; target {FAST_TARGET_S} s -> "
           f"ratio target/ours {FAST_TARGET_S / fast['cpu']:.2f} (CPU), {FAST_TARGET_S / fast['wall']:.2f} (wall)")
     print(f"single strategy over the package, full size: {verdict(ours, package)}")
