@@ -7,14 +7,7 @@ from detect.proposals.multibox import MultiBoxNet, boxes_to_pixels
 
 PRIORS = torch.tensor([[0.1, 0.1, 0.4, 0.5], [0.5, 0.2, 0.9, 0.8], [0.0, 0.0, 1.0, 1.0]])
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convolutions run faster on one thread, and far faster when other processes share the cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.mark.parametrize("backbone", ["vgg16", "resnet101", "googlenet", "googlenet_bn"])

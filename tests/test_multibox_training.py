@@ -16,14 +16,7 @@ TINY = ["data.train=shapes:20:0:train", "model.backbone=googlenet_bn", "model.wi
         "model.input_size=64", "optim.optimizer=adamw", "optim.lr=0.003", "optim.batch_size=4",
         "run.device=cpu", "run.log_every=1", "run.amp=false"]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convolutions run faster on one thread, and far faster when other processes share the cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def tiny_config(tmp_path, name, *extra):
@@ -34,9 +27,14 @@ def tiny_config(tmp_path, name, *extra):
 def trained(tmp_path_factory):
     """Two epochs straight, and the same two epochs as one run stopped after epoch 1 and resumed."""
     tmp = tmp_path_factory.mktemp("multibox")
-    straight = train_multibox(tiny_config(tmp, "straight", "optim.epochs=2"))
-    train_multibox(tiny_config(tmp, "resumed", "optim.epochs=1"))
-    resumed = train_multibox(tiny_config(tmp, "resumed", "optim.epochs=2"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # module scope runs before the per-test torch_one_thread fixture
+    try:
+        straight = train_multibox(tiny_config(tmp, "straight", "optim.epochs=2"))
+        train_multibox(tiny_config(tmp, "resumed", "optim.epochs=1"))
+        resumed = train_multibox(tiny_config(tmp, "resumed", "optim.epochs=2"))
+    finally:
+        torch.set_num_threads(threads)
     return straight, resumed
 
 
@@ -91,3 +89,31 @@ def test_combined_proposer_merges_real_selective_search_and_multibox(trained):
     assert len(np.unique(boxes, axis=0)) == len(boxes) <= len(learned[:3]) + len(segmented)
     assert np.all(np.diff(scores) < 0)
     assert combined.params()["multibox"]["top_k"] == 3
+
+
+def test_sigterm_mid_epoch_checkpoints_and_the_rerun_finishes_like_a_straight_run(trained, tmp_path, capsys):
+    import signal
+
+    from detect.proposals.multibox import MultiBoxNet
+
+    forwards = []
+
+    def terminate_on_second_step(module, args, output):
+        if isinstance(module, MultiBoxNet) and module.training:
+            forwards.append(1)
+            if len(forwards) == 2:
+                signal.raise_signal(signal.SIGTERM)  # a real signal, at a known step
+
+    cfg = tiny_config(tmp_path, "stopped", "optim.epochs=2")
+    hook = torch.nn.modules.module.register_module_forward_hook(terminate_on_second_step)
+    try:
+        path = train_multibox(cfg)
+    finally:
+        hook.remove()
+    stopped = load_checkpoint(path)
+    assert "stopped by SIGTERM" in capsys.readouterr().out
+    assert (stopped["epoch"], stopped["batches_done"], stopped["step"], stopped["finished"]) == (0, 2, 2, False)
+    resumed, straight = load_checkpoint(train_multibox(cfg)), load_checkpoint(trained[0])
+    assert resumed["step"] == 6 and resumed["finished"]
+    for key, value in straight["model"].items():
+        assert torch.allclose(resumed["model"][key].float(), value.float(), atol=1e-5), key

@@ -48,17 +48,26 @@ class ModelConfig:
     width: float = 1.0
     num_priors: int = 200
     input_size: int = 224
+    grid_size: int = 7  # trunk features are pooled to grid_size x grid_size before the FC
+    hidden: int = 1024
+    dropout: float = 0.5
     backbone_weights: str | None = None  # a state_dict / checkpoint of the backbone (e.g. ImageNet-pretrained)
 
     def validate(self) -> None:
-        if self.num_priors < 1 or self.input_size < 32 or self.width <= 0:
-            raise ValueError("num_priors must be >= 1, input_size >= 32 and width > 0")
+        if self.num_priors < 1 or self.input_size < 32 or self.width <= 0 or self.grid_size < 1 or self.hidden < 1:
+            raise ValueError("num_priors, grid_size and hidden must be >= 1, input_size >= 32 and width > 0")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 @dataclass
 class LossConfig:
     alpha: float = 0.3
-    match_to: Literal["predictions", "priors"] = "predictions"
+    # What ground truth is matched against. The paper's full objective is match_to=predictions with
+    # match_confidence=true (cost alpha/2 ||l-g||^2 - logit); with priors (Erhan et al.'s "training with
+    # priors") and no confidence term the matching is pure geometry and cannot reinforce itself.
+    match_to: Literal["predictions", "priors"] = "priors"
+    match_confidence: bool = False
 
 
 @dataclass
@@ -190,6 +199,7 @@ def train_multibox(cfg: MultiBoxTrainConfig) -> Path:
         else:
             priors, boxes_per_image = state["model"]["priors"], 0.0
         model = MultiBoxNet(cfg.model.backbone, priors, width=cfg.model.width, input_size=cfg.model.input_size,
+                            grid_size=cfg.model.grid_size, hidden=cfg.model.hidden, dropout=cfg.model.dropout,
                             backbone_weights=cfg.model.backbone_weights)
         model.init_confidence(boxes_per_image / model.num_priors)
         model = prepare_model(model, device)
@@ -202,7 +212,7 @@ def train_multibox(cfg: MultiBoxTrainConfig) -> Path:
             scheduler.load_state_dict(state["scheduler"])
             set_rng_state(state["rng"])
             epoch, batches_done, step = state["epoch"], state["batches_done"], state["step"]
-            print(f"resuming {ckpt_path} at epoch {epoch}, batch {batches_done}")
+            print(f"resuming {ckpt_path} at epoch {epoch + 1}, batch {batches_done + 1}")
         net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
         samples = MultiBoxSamples(train_set, cfg.model.input_size, cfg.data.hflip, cfg.data.vflip, cfg.run.seed)
         sampler = DistributedSampler(samples, num_replicas=dist_utils.world_size(), rank=dist_utils.rank(),
@@ -222,8 +232,11 @@ def train_multibox(cfg: MultiBoxTrainConfig) -> Path:
                 sampler.set_epoch(epoch)
                 samples.epoch = epoch
                 order = list(sampler)[batches_done * cfg.optim.batch_size:]
+                # its own generator: creating the iterator must not draw from the global RNG (dropout's),
+                # or a run resumed mid-epoch would see other dropout masks than an uninterrupted one
                 loader = DataLoader(samples, batch_size=cfg.optim.batch_size, sampler=order, collate_fn=collate,
-                                    num_workers=cfg.data.workers, pin_memory=device.type == "cuda")
+                                    num_workers=cfg.data.workers, pin_memory=device.type == "cuda",
+                                    generator=torch.Generator().manual_seed(cfg.run.seed + epoch))
                 net.train()
                 progress = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
                                 disable=not dist_utils.is_main_process())
@@ -232,7 +245,8 @@ def train_multibox(cfg: MultiBoxTrainConfig) -> Path:
                     with autocast(device, cfg.run.amp):
                         boxes, logits = net(images)
                     match_to = model.priors if cfg.loss.match_to == "priors" else None
-                    losses = multibox_loss(boxes.float(), logits.float(), gt_boxes, cfg.loss.alpha, match_to)
+                    losses = multibox_loss(boxes.float(), logits.float(), gt_boxes, cfg.loss.alpha, match_to,
+                                           cfg.loss.match_confidence)
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(losses["loss"]).backward()
                     if cfg.optim.grad_clip:
@@ -248,8 +262,8 @@ def train_multibox(cfg: MultiBoxTrainConfig) -> Path:
                                    | {"lr": optimizer.param_groups[0]["lr"], "epoch": epoch})
                     if stop.requested:
                         checkpoint()
-                        print(f"stopped by {stop.signal_name}; {ckpt_path} resumes at epoch {epoch}, "
-                              f"batch {batches_done}")
+                        print(f"stopped by {stop.signal_name}; {ckpt_path} resumes at epoch {epoch + 1}, "
+                              f"batch {batches_done + 1}")
                         return ckpt_path
                 scheduler.step()
                 epoch, batches_done = epoch + 1, 0
@@ -275,7 +289,9 @@ def validate(model: MultiBoxNet, dataset, cfg: MultiBoxTrainConfig, device: torc
         with autocast(device, cfg.run.amp):
             boxes, logits = model(images.to(device))
         boxes, logits = boxes.float().cpu(), logits.float().cpu()
-        total_loss += multibox_loss(boxes, logits, gt_boxes, cfg.loss.alpha)["loss"].item() * len(images)
+        match_to = model.priors.cpu() if cfg.loss.match_to == "priors" else None
+        losses = multibox_loss(boxes, logits, gt_boxes, cfg.loss.alpha, match_to, cfg.loss.match_confidence)
+        total_loss += losses["loss"].item() * len(images)
         for b, gt in enumerate(gt_boxes):
             top, _ = boxes_to_pixels(boxes[b], logits[b], 1, 1, cfg.run.eval_top_k, min_size=0.0)
             if len(gt) and len(top):

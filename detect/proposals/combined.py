@@ -39,6 +39,8 @@ class CombinedProposer:
     other keywords are SelectiveSearch's. Scores are 1/(1+rank) of the merged order.
     """
 
+    method = "combined"
+
     def __init__(self, checkpoint: str = "", top_m: int = 200, dedupe_iou: float | None = None,
                  strategy: str = "fast", k_scale: float = 2.0, ks: list[float] | None = None,
                  color_spaces: list[str] | None = None, similarities: list[str] | None = None, sigma: float = 0.8,

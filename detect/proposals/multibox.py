@@ -88,12 +88,14 @@ def bipartite_match(cost: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def multibox_loss(boxes: torch.Tensor, logits: torch.Tensor, gt_boxes: list[torch.Tensor], alpha: float = 0.3,
-                  match_locations: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                  match_locations: torch.Tensor | None = None,
+                  match_confidence: bool = True) -> dict[str, torch.Tensor]:
     """The paper's loss, summed over predictions and averaged over the B images of a batch.
 
     boxes [B,K,4] predicted normalised boxes, logits [B,K], gt_boxes: B tensors [G_b,4] normalised.
     Per image: alpha * 1/2 sum_matched ||l_i - g_j||^2 + sum_i BCE(c_i, matched_i).
-    `match_locations` [K,4] matches against fixed boxes (e.g. the priors) instead of the predictions.
+    `match_locations` [K,4] matches against fixed boxes (e.g. the priors) instead of the predictions;
+    `match_confidence=False` drops the -logit term from the matching cost (pure location matching).
     Returns loss, loc (the alpha-weighted term), conf, and matched (mean matched boxes per image).
     """
     batch = boxes.shape[0]
@@ -103,7 +105,8 @@ def multibox_loss(boxes: torch.Tensor, logits: torch.Tensor, gt_boxes: list[torc
     for b, gt in enumerate(gt_boxes):
         gt = gt.to(boxes)
         locations = boxes[b].detach() if match_locations is None else match_locations.to(boxes)
-        pred_idx, gt_idx = bipartite_match(match_cost(locations, logits[b].detach(), gt, alpha))
+        match_logits = logits[b].detach() if match_confidence else torch.zeros_like(logits[b])
+        pred_idx, gt_idx = bipartite_match(match_cost(locations, match_logits, gt, alpha))
         pred_idx, gt_idx = pred_idx.to(boxes.device), gt_idx.to(boxes.device)
         targets[b, pred_idx] = 1.0
         loc = loc + 0.5 * alpha * (boxes[b, pred_idx] - gt[gt_idx]).pow(2).sum()
@@ -119,11 +122,16 @@ def multibox_loss(boxes: torch.Tensor, logits: torch.Tensor, gt_boxes: list[torc
 class MultiBoxNet(nn.Module):
     """Image [B,3,S,S] in [0,1] -> (boxes [B,K,4] normalised xyxy, confidence logits [B,K]).
 
-    trunk (stride-16 features) -> adaptive max pool to the head's input size -> head (pooled
-    [B, num_features]) -> two FCs. Both FCs start at zero: the first boxes are the priors, the first confidences the bias.
+    trunk (stride-16 features) -> average-pooled to a G x G grid -> FC (hidden, ReLU, dropout) ->
+    one FC for the 4K box offsets and one for the K logits. Not the backbone's own head: ResNet's and
+    GoogLeNet's end in global average pooling, which forgets *where* things are, and MultiBox must say
+    where; an FC over a spatial grid does, as Erhan et al.'s fc6 over AlexNet's pool5 (for VGG-16,
+    G = 7 and hidden = 4096 is fc6's very shape). Both output FCs start at zero: the first boxes are
+    the priors and the first confidences are the bias.
     """
 
     def __init__(self, backbone: str, priors: torch.Tensor, width: float = 1.0, input_size: int = 224,
+                 grid_size: int = 7, hidden: int = 1024, dropout: float = 0.5,
                  backbone_weights: str | None = None) -> None:
         super().__init__()
         from backbones import BackboneError, build_backbone, load_weights
@@ -136,19 +144,19 @@ class MultiBoxNet(nn.Module):
             raise UserError(f"MultiBox backbone: {err}") from None
         parts = model.detection_parts()
         self.trunk = parts.trunk
-        self.head = parts.head
-        self.head_input_size = int(parts.head_input_size)
         self.input_size = int(input_size)
+        self.grid_size = int(grid_size)
         priors = torch.as_tensor(priors, dtype=torch.float32).reshape(-1, 4)
         self.register_buffer("priors", priors)
         self.register_buffer("mean", torch.tensor(parts.mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(parts.std, dtype=torch.float32).view(1, 3, 1, 1))
-        self.box_fc = nn.Linear(parts.num_features, 4 * len(priors))
-        self.conf_fc = nn.Linear(parts.num_features, len(priors))
-        nn.init.zeros_(self.box_fc.weight)
-        nn.init.zeros_(self.box_fc.bias)
-        nn.init.zeros_(self.conf_fc.weight)
-        nn.init.zeros_(self.conf_fc.bias)
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(parts.out_channels * self.grid_size ** 2, hidden),
+                                nn.ReLU(inplace=True), nn.Dropout(dropout))
+        self.box_fc = nn.Linear(hidden, 4 * len(priors))
+        self.conf_fc = nn.Linear(hidden, len(priors))
+        for layer in (self.box_fc, self.conf_fc):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
     @property
     def num_priors(self) -> int:
@@ -161,11 +169,9 @@ class MultiBoxNet(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.trunk((images - self.mean) / self.std)
-        if features.shape[-2:] != (self.head_input_size, self.head_input_size):
-            features = F.adaptive_max_pool2d(features, self.head_input_size)
-        pooled = self.head(features).flatten(1)
-        deltas = self.box_fc(pooled).view(-1, self.num_priors, 4)
-        return self.priors + deltas, self.conf_fc(pooled)
+        hidden = self.fc(F.adaptive_avg_pool2d(features, self.grid_size))
+        deltas = self.box_fc(hidden).view(-1, self.num_priors, 4)
+        return self.priors + deltas, self.conf_fc(hidden)
 
 
 def image_to_input(image: np.ndarray, size: int) -> torch.Tensor:
@@ -203,7 +209,8 @@ def build_model_from_checkpoint(state: dict) -> MultiBoxNet:
     """A MultiBoxNet with the architecture recorded in a checkpoint's config and its trained weights."""
     model_cfg = state["config"]["model"]
     model = MultiBoxNet(model_cfg["backbone"], state["model"]["priors"], width=model_cfg["width"],
-                        input_size=model_cfg["input_size"])
+                        input_size=model_cfg["input_size"], grid_size=model_cfg["grid_size"],
+                        hidden=model_cfg["hidden"], dropout=model_cfg["dropout"])
     model.load_state_dict(state["model"])
     return model
 
@@ -213,6 +220,8 @@ class MultiBoxProposer:
 
     Scores are the predicted confidences (sigmoid of the logits); `top_k` best after optional NMS.
     """
+
+    method = "multibox"
 
     def __init__(self, checkpoint: str, top_k: int = 200, nms_iou: float | None = None, min_size: float = 1.0,
                  device: str = "cpu") -> None:
