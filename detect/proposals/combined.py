@@ -45,7 +45,8 @@ class CombinedProposer:
                  strategy: str = "fast", k_scale: float = 2.0, ks: list[float] | None = None,
                  color_spaces: list[str] | None = None, similarities: list[str] | None = None, sigma: float = 0.8,
                  min_box_size: float = 20, max_side: int | None = 1000, max_proposals: int | None = None,
-                 seed: int = 0, multibox_nms_iou: float | None = None, device: str = "cpu") -> None:
+                 seed: int = 0, scale_k: bool = False, multibox_nms_iou: float | None = None,
+                 device: str = "cpu") -> None:
         from detect.proposals.multibox import MultiBoxProposer
         from detect.proposals.selective_search import STRATEGIES, SelectiveSearch
 
@@ -63,7 +64,8 @@ class CombinedProposer:
         scaled_ks = [float(k) * self.k_scale for k in (ks or STRATEGIES[strategy]["ks"])]
         self.selective_search = SelectiveSearch(strategy, color_spaces=color_spaces, ks=scaled_ks,
                                                 similarities=similarities, sigma=sigma, min_box_size=min_box_size,
-                                                max_side=max_side, max_proposals=max_proposals, seed=seed)
+                                                max_side=max_side, max_proposals=max_proposals, seed=seed,
+                                                scale_k=scale_k)
         self.multibox = MultiBoxProposer(checkpoint, top_k=self.top_m, nms_iou=multibox_nms_iou, device=device)
 
     def params(self) -> dict:
