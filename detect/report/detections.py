@@ -11,12 +11,17 @@ from detect.engine.checkpoint import atomic_write_bytes
 
 
 def draw_detections(image: np.ndarray, detections: dict, classes: list[str], min_score: float = 0.5) -> np.ndarray:
-    """uint8 RGB [H,W,3] with every detection scoring >= min_score drawn and labelled."""
+    """uint8 RGB with every detection scoring >= min_score drawn and labelled (images under 192 px
+    are enlarged by an integer factor first)."""
     scores = np.asarray(detections["scores"])
     keep = scores >= min_score
     boxes = torch.as_tensor(np.asarray(detections["boxes"])[keep], dtype=torch.float32).reshape(-1, 4)
     labels = [f"{classes[int(c) - 1]} {s:.2f}" for c, s in zip(np.asarray(detections["labels"])[keep], scores[keep])]
     canvas = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    zoom = max(1, 384 // max(image.shape[:2]))  # small images are enlarged so the labels stay readable
+    if zoom > 1:
+        canvas = canvas.repeat_interleave(zoom, dim=1).repeat_interleave(zoom, dim=2)
+        boxes = boxes * zoom
     if len(boxes):
         palette = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45"]
         colours = [palette[(int(c) - 1) % len(palette)] for c in np.asarray(detections["labels"])[keep]]
