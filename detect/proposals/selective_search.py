@@ -279,8 +279,8 @@ class SelectiveSearch:
     override its parts. Boxes narrower or lower than `min_box_size` pixels are dropped (R-CNN: 20);
     images whose longer side exceeds `max_side` are segmented downscaled and the boxes mapped back.
     `scale_k` also scales k (and so the minimum segment size) by that downscaling's pixel ratio, so
-    segments keep their share of the image: a speed setting, e.g. `single` with max_side=320 on
-    640x480 BCCD segments at k=25 (tools/bench_selective_search.py measures it against full size).
+    segments keep their share of the image: a speed setting, e.g. `single` with max_side=256 on
+    640x480 BCCD segments at k=16 (tools/bench_selective_search.py measures it against full size).
     Scores are 1 / (1 + rank value): the paper's ranking, higher is better.
     """
 
