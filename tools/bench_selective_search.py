@@ -37,9 +37,9 @@ from skimage.util import img_as_float  # noqa: E402
 from detect.data.dataset import DetectionDataset  # noqa: E402
 from detect.data.spec import build_dataset  # noqa: E402
 from detect.evaluation.proposal_recall import proposal_recall  # noqa: E402
+from detect.proposals import build_proposer  # noqa: E402
 from detect.proposals.boxes import downscale_to_max_side  # noqa: E402
 from detect.proposals.selective_search import STRATEGIES, convert_colour_space  # noqa: E402
-from detect.proposals import build_proposer  # noqa: E402
 
 DEFAULT_DATA = f"voc:{Path(__file__).resolve().parents[2] / 'shared/datasets/BCCD'}:test"
 FAST_TARGET_S = 1.5
