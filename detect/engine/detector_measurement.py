@@ -104,7 +104,8 @@ def measure_detector(cfg: DetectionConfig, checkpoint: str | Path, detections_pa
         "speed": {"device": str(device), "torch_threads": torch.get_num_threads(), "images": len(dataset),
                   "seconds": seconds, "seconds_per_image": seconds / max(len(dataset), 1),
                   "includes": "image decoding, cached-proposal loading, the detector forward and NMS"},
-        "memory": {"peak_rss_source": rss_source, "peak_rss_mib": peak_rss / MIB, "peak_rss_above_runtime_mib": (peak_rss - rss_before_model) / MIB,
+        "memory": {"peak_rss_source": rss_source, "peak_rss_mib": peak_rss / MIB,
+                   "peak_rss_above_runtime_mib": (peak_rss - rss_before_model) / MIB,
                    "gpu_peak_allocated_mib": torch.cuda.max_memory_allocated(device) / MIB
                    if device.type == "cuda" else None},
         "proposal_recall": recall,

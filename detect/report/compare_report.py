@@ -206,8 +206,9 @@ def setup_lines(results: list[dict]) -> list[str]:
         f"scales {cfg['model']['train_scales']} / {cfg['model']['test_scale']}.",
         f"Proposals: at most {results[0]['max_proposals_per_image']} per image, one cache per method.",
         *[f"{METRIC_TITLES[m]}: {metrics[m]['metric_description']}; {metrics[m]['difficult']}." for m in METRIC_TITLES],
-        "Inference time: " + results[0]["speed"]["includes"] + "; peak RSS is the measuring process's "
-        "(fresh per variant), 'above runtime' subtracts its peak before the detector was loaded.",
+        "Inference time: " + results[0]["speed"]["includes"] + ". Peak RSS: " + results[0]["memory"]["peak_rss_source"]
+        + " of the measuring process (a fresh one per variant); 'above runtime' subtracts its peak before the "
+        "detector was loaded.",
     ]
 
 
