@@ -31,10 +31,11 @@ VGG_SMALL = ["model.name=vgg11", "model.width=0.0625", "model.options={init: kai
              "optim.lr=0.005", "optim.batch_size=4", "optim.accumulate=2", "schedule.kind=plateau",
              "schedule.patience=0", "run.epochs=2", "run.log_every=1", "run.checkpoint_every=2", "run.tensorboard=false",
              "run.progress=false", "run.seed=3"]
-# GoogLeNet with its auxiliary heads (they need 224 input), Polyak averaging and the 4%-per-epoch step decay.
+# GoogLeNet with its auxiliary heads (they need 224 input), Polyak averaging and the step decay; one epoch
+# of 5 steps, stopped after 3.
 GOOGLENET_SMALL = ["model.name=googlenet", "model.width=0.0625", "data.augment.crop=area", "data.augment.crop_size=224",
                    "data.augment.scale=[224,240]", "data.workers=0", "optim.lr=0.01", "optim.batch_size=3",
-                   "schedule.kind=step", "schedule.step_epochs=1", "run.polyak_decay=0.9", "run.epochs=2",
+                   "schedule.kind=step", "schedule.step_epochs=1", "run.polyak_decay=0.9", "run.epochs=1",
                    "run.log_every=1", "run.tensorboard=false", "run.progress=false", "eval.scale=240"]
 
 
@@ -55,16 +56,18 @@ def losses(out_dir: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in read_metrics(out_dir / "metrics.jsonl") if r["split"] == "train"}
 
 
-@pytest.mark.parametrize("base,stop_at", [(VGG_SMALL, 1), (VGG_SMALL + ["data.workers=0"], 3), (GOOGLENET_SMALL, 3)],
-                         ids=["vgg-mid-epoch1", "vgg-mid-epoch2", "googlenet-polyak"])
+@pytest.mark.parametrize("base,stop_at", [pytest.param(VGG_SMALL, 1, marks=pytest.mark.slow, id="vgg-mid-epoch1"),
+                                           pytest.param(VGG_SMALL + ["data.workers=0"], 3, id="vgg-mid-epoch2"),
+                                           pytest.param(GOOGLENET_SMALL, 3, marks=pytest.mark.slow, id="googlenet-polyak")])
 def test_resumed_run_equals_uninterrupted_run(image_root, tmp_path, base, stop_at):
     full = run(image_root, tmp_path / "full", base)
     stopped = run(image_root, tmp_path / "stopped", base, [f"run.max_steps={stop_at}"])
-    assert stopped.step == stop_at and stopped.epoch < 2, "the run stopped where asked, before the end"
+    epochs = int(next(o for o in reversed(base) if o.startswith("run.epochs=")).split("=")[1])
+    assert stopped.step == stop_at and stopped.epoch < epochs, "the run stopped where asked, before the end"
     assert load_checkpoint(tmp_path / "stopped" / "last.pth")["step"] == stop_at
     resumed = run(image_root, tmp_path / "stopped", base, resume=True)
 
-    assert resumed.step == full.step and resumed.epoch == full.epoch == 2
+    assert resumed.step == full.step and resumed.epoch == full.epoch == epochs
     reference, continued = losses(tmp_path / "full"), losses(tmp_path / "stopped")
     assert sorted(reference) == list(range(1, full.step + 1))
     assert continued == reference, "per-step losses differ after resuming"
