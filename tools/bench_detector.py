@@ -20,7 +20,6 @@ import statistics
 import time
 
 import torch
-from torchvision.ops import roi_align, roi_pool
 
 from detect.models.detector import ModelConfig, build_detector
 from detect.models.postprocess import InferenceConfig

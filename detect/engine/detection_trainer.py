@@ -10,7 +10,6 @@ the last good checkpoint untouched. Under torchrun: DistributedDataParallel, ran
 """
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
