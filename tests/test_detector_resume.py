@@ -9,21 +9,24 @@ from detector_setup import tiny_config
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
-def test_resumed_run_equals_uninterrupted_run(tmp_path, capsys):
+# 18 training images, 2 a step: an epoch is 9 steps; stop mid-epoch, or exactly at an epoch's end
+@pytest.mark.parametrize("stop, total", [(2, 4), (9, 10)])
+def test_resumed_run_equals_uninterrupted_run(tmp_path, capsys, stop, total):
     cache = tmp_path / "proposals"
-    straight = tiny_config(tmp_path / "a", cache, train={"steps": 4, "out_dir": str(tmp_path / "a" / "run")})
-    split = tiny_config(tmp_path / "b", cache, train={"steps": 4, "out_dir": str(tmp_path / "b" / "run")})
+    straight = tiny_config(tmp_path / "a", cache, train={"steps": total, "out_dir": str(tmp_path / "a" / "run")})
+    split = tiny_config(tmp_path / "b", cache, train={"steps": total, "out_dir": str(tmp_path / "b" / "run")})
     assert cli(["train", "--config", str(straight)]) == 0
-    assert cli(["train", "--config", str(split), "train.steps=2"]) == 0
-    assert load_checkpoint(tmp_path / "b" / "run" / "last.pth")["step"] == 2
+    assert cli(["train", "--config", str(split), f"train.steps={stop}"]) == 0
+    assert load_checkpoint(tmp_path / "b" / "run" / "last.pth")["step"] == stop
     assert cli(["train", "--config", str(split), "--resume"]) == 0
     assert "resumed from" in capsys.readouterr().out
 
     a = load_checkpoint(tmp_path / "a" / "run" / "last.pth")
     b = load_checkpoint(tmp_path / "b" / "run" / "last.pth")
-    assert a["step"] == b["step"] == 4
-    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 4
+    assert a["step"] == b["step"] == total
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == total
+    assert (a["epoch"], a["epoch_position"]) == (b["epoch"], b["epoch_position"])
     for key, value in a["model"].items():
         torch.testing.assert_close(b["model"][key], value, rtol=0, atol=1e-6, msg=key)
     steps = [line for line in (tmp_path / "b" / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert len(steps) == 4, "the resumed run logs steps 3 and 4 after the first run's 1 and 2"
+    assert len(steps) == total, "the resumed run logs the steps after the first run's"

@@ -148,7 +148,7 @@ class DetectionTrainer:
                             pin_memory=self.device.type == "cuda",
                             # its own generator: starting an epoch must not draw from the global RNG
                             generator=torch.Generator().manual_seed(t.seed + self.epoch))
-        if len(loader) == 0:
+        if len(loader) == 0 and self.epoch_position == 0:  # (a run resumed at an epoch's end just moves on)
             raise UserError(f"{self.train_data.dataset.name}: fewer images ({len(self.train_data)}) than "
                             f"train.images_per_batch x processes")
         tic = time.perf_counter()
