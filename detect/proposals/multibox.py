@@ -1,17 +1,20 @@
 """MultiBox (Erhan et al., CVPR 2014; Szegedy et al. 2014): a learned, class-agnostic box proposer.
 
-A backbone's pooled image features feed one FC that predicts K boxes and one that predicts K
-confidence logits. Box i is prior i plus a predicted offset, in coordinates normalised by the image
-size (x1/W, y1/H, x2/W, y2/H), and the K priors are k-means centres of the training boxes in those
-coordinates, so an untrained head already proposes the typical boxes of the dataset.
+A backbone's trunk features, pooled to a small grid, feed an FC layer, then one FC that predicts K
+boxes and one that predicts K confidence logits. Box i is prior i plus a predicted offset, in
+coordinates normalised by the image size (x1/W, y1/H, x2/W, y2/H), and the K priors are k-means
+centres of the training boxes in those coordinates, so an untrained head already proposes the
+typical boxes of the dataset.
 
-Training matches ground truth to predictions by bipartite matching and minimises the paper's
-objective F = alpha * F_match + F_conf with, for an assignment x_ij (prediction i <-> box j),
+Training matches ground truth to predictions one-to-one (linear_sum_assignment) and minimises the
+paper's objective F = alpha * F_match + F_conf with, for an assignment x_ij (prediction i <-> box j),
     F_match = sum_ij x_ij * 1/2 ||l_i - g_j||^2
     F_conf  = -sum_ij x_ij log c_i - sum_i (1 - sum_j x_ij) log(1 - c_i)
 Matching prediction i to box j changes F by  alpha/2 ||l_i - g_j||^2 - log c_i + log(1 - c_i)
 = alpha/2 ||l_i - g_j||^2 - logit_i, so that is the cost handed to linear_sum_assignment: the
-assignment that minimises the very loss being trained (the paper's x* = argmin F).
+assignment that minimises the very loss being trained (the paper's x* = argmin F). The trainer's
+default instead matches by location alone against the priors (Erhan et al.'s "training with
+priors"): on BCCD the confidence term let a few confident predictions claim every box.
 """
 from __future__ import annotations
 
