@@ -117,3 +117,27 @@ def test_sigterm_mid_epoch_checkpoints_and_the_rerun_finishes_like_a_straight_ru
     assert resumed["step"] == 6 and resumed["finished"]
     for key, value in straight["model"].items():
         assert torch.allclose(resumed["model"][key].float(), value.float(), atol=1e-5), key
+
+
+@pytest.mark.slow
+def test_two_process_torchrun_training_writes_one_checkpoint_and_log(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from detect.engine.metric_logger import read_metrics
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text("{}\n")
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "detect.cli", "train-multibox", "--config", str(config), *TINY, f"run.output_dir={out}",
+               "optim.epochs=1"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    state = load_checkpoint(out / "multibox.pth")
+    # 12 images, 6 per process, batch 4 per process: 2 steps, each averaging both processes' gradients
+    assert state["step"] == 2 and state["finished"]
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2]  # rank 0 logs, once a step
+    assert done.stdout.count("MultiBox checkpoint:") == 2  # both ranks finish
