@@ -62,10 +62,9 @@ def main(args) -> int:
     variants = plan_comparison(args.config, overrides, args.out, backbones, proposers,
                                split_list(args.checkpoints), split_list(args.weights),
                                proposer_param_table(args.proposer_param, args.multibox_checkpoint))
-    if args.report_only:
-        results = load_results(args.out, [v.name for v in variants])
-    else:
-        results = run_comparison(variants, args.out)
-    markdown, page = render_report(results, args.out)
+    if not args.report_only:
+        run_comparison(variants, args.out)
+    # the report is rendered from the result files on disk, never from numbers held in memory
+    markdown, page = render_report(load_results(args.out, [v.name for v in variants]), args.out)
     print(f"report: {page} (self-contained) and {markdown}; results: {args.out}/results/")
     return 0
