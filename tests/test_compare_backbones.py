@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import tempfile
 from html.parser import HTMLParser
-from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
