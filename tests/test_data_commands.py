@@ -1,4 +1,4 @@
-"""`detect data-stats`, `detect convert` and the `detect demo` placeholder, run through detect.cli.main."""
+"""`detect data-stats`, `detect convert` and `detect demo --images`, run through detect.cli.main."""
 import json
 from pathlib import Path
 
@@ -49,8 +49,11 @@ def test_convert_refuses_an_output_that_is_not_json(tmp_path, capsys):
     assert "must end in .json" in capsys.readouterr().err
 
 
-def test_demo_writes_the_synthetic_set_and_prints_its_statistics(tmp_path, capsys):
-    assert cli.main(["demo", "--out", str(tmp_path / "demo"), "--images", "10"]) == 0
-    out = capsys.readouterr().out
-    assert (tmp_path / "demo" / "shapes" / "ImageSets" / "Main" / "trainval.txt").is_file()
-    assert "images         8 " in out and "images         2 " in out and "rectangle" in out
+def test_demo_accepts_the_images_option_of_the_former_placeholder(tmp_path, capsys):
+    """The full demo is tests/test_detector_demo.py; here only that `--images` sizes its dataset."""
+    overrides = ["train.steps=1", "model.train_scales=[64]", "model.test_scale=64", "model.max_size=128",
+                 "model.backbone=vgg11", "model.width=0.0625", "proposals.params={strategy: single}",
+                 "proposals.workers=0", "train.progress=false"]
+    assert cli.main(["demo", "--out", str(tmp_path / "demo"), "--images", "10", *overrides]) == 0
+    summary = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    assert summary["voc07"]["num_images"] == 2 and summary["voc07"]["dataset"] == "shapes:10:0:test"

@@ -15,6 +15,8 @@ DRAWN_IMAGES = 6
 
 def add_arguments(parser) -> None:
     parser.add_argument("--out", default="demo_output", help="output folder (default ./demo_output)")
+    parser.add_argument("--images", type=int, help="synthetic images in all, 60%% train / 20%% test (default: the config's 400)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic images (default 0)")
     parser.add_argument("--config", default=str(DEMO_CONFIG), help="demo config (default configs/demo.yaml)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.steps=300")
     parser.add_argument("--device", help="auto | cpu | cuda[:i] (default: the config's, auto)")
@@ -36,6 +38,8 @@ def main(args) -> int:
     start = time.perf_counter()
     out = Path(args.out)
     overrides = [f"proposals.cache_dir={out / 'proposals'}", f"train.out_dir={out / 'run'}", "data.val=null"]
+    if args.images is not None:
+        overrides += [f"data.train=[shapes:{args.images}:{args.seed}:train]", f"data.test=shapes:{args.images}:{args.seed}:test"]
     overrides += list(args.overrides) + ([f"train.device={args.device}"] if args.device else [])
     cfg = load_config(DetectionConfig, args.config, overrides)
     print(f"detect demo: {cfg.model.backbone} x{cfg.model.width} ({cfg.model.mode} mode) on {cfg.data.train} "
