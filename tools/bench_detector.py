@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=600, help="fast mode: test scale (shorter side)")
     parser.add_argument("--max-size", type=int, default=1000)
     parser.add_argument("--proposals", type=int, default=2000, help="fast mode: proposals per image")
-    parser.add_argument("--sampling-ratio", type=int, default=2, help="fast mode, RoIAlign: samples per bin side")
+    parser.add_argument("--sampling-ratio", type=int, default=1, help="fast mode, RoIAlign: samples per bin side")
     parser.add_argument("--chunk", type=int, default=512, help="fast mode: RoIs through the head at once")
     parser.add_argument("--regions", type=int, default=64, help="rcnn mode: regions per image")
     parser.add_argument("--rcnn-chunk", type=int, default=32, help="rcnn mode: warped regions per backbone batch")

@@ -41,14 +41,14 @@ class PooledRegions(nn.Module):
     """Fast R-CNN: one trunk pass per image, RoI pooling to head_input_size, per-region head."""
 
     def __init__(self, trunk: nn.Module, head: nn.Module, num_features: int, output_size: int = 14,
-                 stride: int = 16, pool: str = "align", chunk_size: int = 512, sampling_ratio: int = 2) -> None:
+                 stride: int = 16, pool: str = "align", chunk_size: int = 512, sampling_ratio: int = 1) -> None:
         super().__init__()
         if pool not in ("align", "pool"):
             raise ValueError(f"RoI pooling must be 'align' or 'pool', got {pool!r}")
         self.trunk, self.head = trunk, head
         self.output_size, self.spatial_scale = output_size, 1.0 / stride
         self.pool, self.chunk_size, self.num_features = pool, chunk_size, num_features
-        self.sampling_ratio = sampling_ratio  # RoIAlign's bilinear samples per bin side (torchvision's 2)
+        self.sampling_ratio = sampling_ratio  # RoIAlign's bilinear samples per bin side
 
     def forward(self, images: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
         features = self.trunk(images)
