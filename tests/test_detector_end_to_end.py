@@ -58,8 +58,9 @@ def test_infer_draws_boxes_and_writes_json(tmp_path, cache):
     drawn = (out / "shape.png")
     from detect.data.images import read_image_rgb
 
-    assert read_image_rgb(drawn).shape == (128, 128, 3)
-    assert not np.array_equal(read_image_rgb(drawn), read_image_rgb(image)), "boxes were drawn on the image"
+    enlarged = read_image_rgb(image).repeat(3, axis=0).repeat(3, axis=1)  # 128 px images are drawn at 3x
+    assert read_image_rgb(drawn).shape == enlarged.shape == (384, 384, 3)
+    assert not np.array_equal(read_image_rgb(drawn), enlarged), "boxes were drawn on the image"
 
 
 def test_detector_output_is_in_original_image_coordinates(tmp_path, cache):
