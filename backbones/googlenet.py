@@ -208,4 +208,5 @@ class GoogLeNet(nn.Module):
         """trunk = stem..inception 4e (stride 16); head = pool4 + 5a + 5b + avg-pool + dropout; classifier = fc."""
         head = nn.Sequential(self.maxpool4, self.inception5a, self.inception5b, self.avgpool, nn.Flatten(1),
                              self.dropout)
-        return BackboneParts(self._trunk_layers(), head, self.fc, 16, self.trunk_channels, self.num_features)
+        return BackboneParts(self._trunk_layers(), head, self.fc, 16, self.trunk_channels, self.num_features,
+                             roi_head=nn.Sequential(*head[1:]), roi_head_input_size=7)  # RoI layer replaces pool4

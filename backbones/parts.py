@@ -30,6 +30,11 @@ class BackboneParts:
     trunk: image -> stride-`stride` map with `out_channels`; head: RoI features [R, out_channels, S, S]
     with S = `head_input_size` -> [R, num_features]; classifier: Linear num_features -> classes.
     `mean`/`std`: the normalisation the weights expect on [0,1] RGB input.
+
+    `roi_head` (VGG, GoogLeNet): the head without its leading max-pool, taking RoIs pooled straight to
+    `roi_head_input_size` (7): Fast R-CNN's RoI layer *replaces* that pool (VGG's pool5), which is also
+    4x fewer RoI samples than pooling to 14 and max-pooling. None where the head has no such pool
+    (ResNet's conv5 starts with a strided convolution).
     """
 
     trunk: FeatureTrunk
@@ -42,3 +47,5 @@ class BackboneParts:
     input_size: int = 224
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    roi_head: nn.Module | None = None
+    roi_head_input_size: int | None = None

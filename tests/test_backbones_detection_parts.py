@@ -53,3 +53,25 @@ def test_parts_share_the_models_storage(name):
     # Every weight but the training-only auxiliary heads belongs to a part: nothing copied, nothing lost.
     aux = {p.data_ptr() for n, p in model.named_parameters() if n.startswith("aux")}
     assert {p.data_ptr() for p in part_params} == model_storage - aux
+
+
+@pytest.mark.parametrize("name", [n for n in BUILDERS if not n.startswith("resnet")])
+def test_roi_head_is_the_head_after_its_max_pool_on_shared_weights(name):
+    """Fast R-CNN's RoI layer replaces pool5 (VGG) / pool4 (GoogLeNet): roi_head on the max-pooled
+    14x14 map equals head on the 14x14 map, with the same parameters."""
+    torch.manual_seed(0)
+    parts = build_backbone(name, num_classes=10, width=0.25).eval().detection_parts()
+    assert parts.roi_head_input_size == 7
+    x = torch.randn(3, parts.out_channels, 14, 14)
+    with torch.no_grad():
+        via_head = parts.head(x)
+        via_roi_head = parts.roi_head(parts.head[0](x))
+    assert via_roi_head.shape == (3, parts.num_features)
+    torch.testing.assert_close(via_roi_head, via_head, rtol=0, atol=0)
+    head_params = {p.data_ptr() for p in parts.head.parameters()}
+    assert {p.data_ptr() for p in parts.roi_head.parameters()} == head_params
+
+
+def test_resnet_has_no_roi_head_its_conv5_needs_14x14():
+    parts = build_backbone("resnet18", width=0.25).detection_parts()
+    assert parts.roi_head is None and parts.roi_head_input_size is None

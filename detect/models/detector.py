@@ -39,6 +39,9 @@ class ModelConfig:
     # RoIAlign samples per bin side: 1 costs a quarter of torchvision's usual 2 (at 2000 RoIs on a CPU that
     # is ~10% of the whole detector's time); Mask R-CNN found AP insensitive to the number of samples
     roi_sampling_ratio: int = 1
+    # Fast R-CNN: the RoI layer replaces the head's first max-pool (VGG pool5, GoogLeNet pool4) and
+    # pools straight to 7x7; false pools to 14x14 and keeps that pool. ResNet (conv5) always takes 14x14.
+    roi_replaces_pool: bool = True
     # rcnn mode: every region warped to warp_size with context_padding pixels of surround
     warp_size: int = 224
     context_padding: int = 16
@@ -181,7 +184,10 @@ def build_detector(cfg: ModelConfig, num_classes: int, inference: InferenceConfi
         raise UserError(f"model: {err}") from None
     parts = backbone.detection_parts()
     if cfg.mode == "fast":
-        regions = PooledRegions(parts.trunk, parts.head, parts.num_features, parts.head_input_size,
+        head, roi_size = parts.head, parts.head_input_size
+        if cfg.roi_replaces_pool and parts.roi_head is not None:
+            head, roi_size = parts.roi_head, parts.roi_head_input_size
+        regions = PooledRegions(parts.trunk, head, parts.num_features, roi_size,
                                 parts.stride, cfg.roi_pool, cfg.chunk_size, cfg.roi_sampling_ratio)
     else:
         regions = WarpedRegions(parts.trunk, parts.head, parts.num_features, cfg.warp_size, cfg.context_padding,

@@ -38,7 +38,7 @@ def with_context(boxes: torch.Tensor, warp_size: int, context: int) -> torch.Ten
 
 
 class PooledRegions(nn.Module):
-    """Fast R-CNN: one trunk pass per image, RoI pooling to head_input_size, per-region head."""
+    """Fast R-CNN: one trunk pass per image, RoI pooling to the head's input size, per-region head."""
 
     def __init__(self, trunk: nn.Module, head: nn.Module, num_features: int, output_size: int = 14,
                  stride: int = 16, pool: str = "align", chunk_size: int = 512, sampling_ratio: int = 1) -> None:
