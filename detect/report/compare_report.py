@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from detect.engine.checkpoint import atomic_write_bytes
+from detect.report.figures import pyplot, save_figure
 
 METRIC_TITLES = {"voc07": "VOC07 mAP", "voc12": "VOC12 mAP", "coco": "COCO AP"}
 RECALL_N = ("100", "300", "1000", "2000", "all")
@@ -118,15 +119,6 @@ def provenance_table(results: list[dict]) -> Table:
 # ---------------------------------------------------------------- plots
 
 
-def pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_map_bars(results: list[dict], path: Path) -> Path:
     """Grouped bars: one group per metric, one bar per variant, value printed on top."""
     import numpy as np
@@ -144,7 +136,7 @@ def plot_map_bars(results: list[dict], path: Path) -> Path:
     ax.set_ylabel("mean AP")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8)
-    return save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_speed_accuracy(results: list[dict], path: Path) -> Path:
@@ -157,15 +149,7 @@ def plot_speed_accuracy(results: list[dict], path: Path) -> Path:
     ax.set_xlabel(f"inference seconds per image ({results[0]['speed']['device']})")
     ax.set_ylabel("VOC07 mAP")
     ax.grid(True, alpha=0.3)
-    return save(fig, path)
-
-
-def save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    pyplot().close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def render_plots(results: list[dict], out: Path) -> list[Figure]:

@@ -8,6 +8,7 @@ import torch
 from torchvision.utils import draw_bounding_boxes
 
 from detect.engine.checkpoint import atomic_write_bytes
+from detect.report.figures import pyplot, save_figure
 
 
 def draw_detections(image: np.ndarray, detections: dict, classes: list[str], min_score: float = 0.5) -> np.ndarray:
@@ -65,12 +66,7 @@ def precision_recall_curves(dataset, predictions: list[dict]) -> dict[str, tuple
 
 
 def plot_precision_recall(curves: dict, aps: dict, path: str | Path, title: str = "") -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.6, 4.4))
+    fig, ax = pyplot().subplots(figsize=(5.6, 4.4))
     for name, (recall, precision) in curves.items():
         ap = aps.get(name)
         ax.plot(recall, precision, label=f"{name} (AP {ap:.3f})" if ap is not None else name)
@@ -82,9 +78,4 @@ def plot_precision_recall(curves: dict, aps: dict, path: str | Path, title: str 
     ax.legend(loc="lower left", fontsize=8)
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

@@ -3,15 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from detect.report.figures import pyplot, save_figure
+
 
 def plot_recall_curves(results: dict[str, dict], path: str | Path, title: str = "") -> Path:
     """One line per method and measure (recall@0.5, recall@0.7, AR) against N on a log axis; PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = pyplot().subplots(figsize=(6.4, 4.4))
     styles = {"recall@0.5": "-", "recall@0.7": "--", "average_recall": ":"}
     for name, result in results.items():
         curve = result["curve"]
@@ -27,9 +24,4 @@ def plot_recall_curves(results: dict[str, dict], path: str | Path, title: str = 
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
