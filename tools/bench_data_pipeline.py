@@ -21,7 +21,7 @@ import torch
 
 import backbones
 from detect.data.classification import (ImageFolderDataset, SeededSampler, collate_skipping_corrupt,
-                                        write_synthetic_image_folder)
+                                        init_loader_worker, write_synthetic_image_folder)
 from detect.data.classification_transforms import AugmentConfig, build_train_transform
 from detect.engine.classification_trainer import classification_loss
 
@@ -79,7 +79,7 @@ def main() -> None:
         sampler = SeededSampler(dataset, seed=0)
         loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, drop_last=True,
                                              num_workers=args.workers, persistent_workers=args.workers > 0,
-                                             collate_fn=collate_skipping_corrupt)
+                                             collate_fn=collate_skipping_corrupt, worker_init_fn=init_loader_worker)
         model = backbones.build_backbone(args.model, num_classes=dataset.num_classes, width=args.width)
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
         print(f"{args.model} width {args.width} at {args.crop}px, batch {args.batch_size}, {args.workers} workers, "

@@ -119,11 +119,16 @@ class SeededSampler(DistributedSampler):
         return self.num_samples - self.start
 
 
-def ignore_stop_signals(worker_id: int) -> None:
-    """DataLoader worker_init_fn: Ctrl-C and cluster schedulers signal the whole process group; the
-    workers must outlive the signal so the main process can finish its step and checkpoint."""
+def init_loader_worker(worker_id: int) -> None:
+    """DataLoader worker_init_fn.
+
+    Ctrl-C and cluster schedulers signal the whole process group; the workers must outlive the signal
+    so the main process can finish its step and checkpoint. And one OpenCV thread per worker: the
+    workers are the parallelism, and an OpenCV pool in each would take cores from the training step.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    cv2.setNumThreads(1)
 
 
 @dataclass

@@ -29,7 +29,7 @@ from tqdm import tqdm
 import backbones
 from detect.config import to_dict
 from detect.data.classification import (CorruptImageCounter, ImageFolderDataset, SeededSampler,
-                                        collate_skipping_corrupt, ignore_stop_signals, write_synthetic_image_folder)
+                                        collate_skipping_corrupt, init_loader_worker, write_synthetic_image_folder)
 from detect.data.classification_transforms import build_eval_transform, build_train_transform
 from detect.engine import distributed as dist_utils
 from detect.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -191,7 +191,7 @@ class ClassificationTrainer:
             self._train_loader = DataLoader(
                 self.train_set, batch_size=self.cfg.optim.batch_size, sampler=self.sampler, num_workers=workers,
                 collate_fn=collate_skipping_corrupt, pin_memory=self.device.type == "cuda", drop_last=False,
-                persistent_workers=workers > 0, worker_init_fn=ignore_stop_signals,
+                persistent_workers=workers > 0, worker_init_fn=init_loader_worker,
                 generator=torch.Generator().manual_seed(self.cfg.run.seed))
         return self._train_loader
 
@@ -201,7 +201,7 @@ class ClassificationTrainer:
             workers = self.cfg.data.workers
             self._val_loader = DataLoader(self.val_set, batch_size=self.cfg.optim.batch_size, sampler=shard,
                                           num_workers=workers, collate_fn=collate_skipping_corrupt,
-                                          persistent_workers=workers > 0, worker_init_fn=ignore_stop_signals)
+                                          persistent_workers=workers > 0, worker_init_fn=init_loader_worker)
         return self._val_loader
 
     def fit(self) -> TrainState:
