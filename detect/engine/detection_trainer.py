@@ -59,8 +59,6 @@ class DetectionTrainer:
 
         train_set = join_datasets(cfg.data.train, cfg.data.classes)
         self.classes = train_set.classes
-        if train_set.skips and dist_utils.is_main_process():
-            print(f"{train_set.name}: {train_set.skips.summary()}", flush=True)
         self.train_data = ProposalDataset(train_set, cached_proposals(train_set, cfg.proposals),
                                           cfg.proposals.max_per_image, flip=cfg.data.flip)
         self.val_data = None
