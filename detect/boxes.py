@@ -3,16 +3,14 @@
 Ours: float [N,4] x1,y1,x2,y2, absolute pixels, 0-based continuous. Formats other parts meet:
 `xywh` (COCO bbox), `cxcywh` (box regression), `voc` (the 1-based inclusive pixel indices of VOC
 XML and devkit result files; a VOC box (xmin,ymin,xmax,ymax) is ours (xmin-1, ymin-1, xmax, ymax)).
-Functions take and return torch tensors; `convert_boxes` also takes numpy arrays and returns the
-same type, because annotation and result-file code works in numpy.
+`convert_boxes` takes numpy arrays or tensors and returns the same type, because annotation and
+result-file code works in numpy. For IoU, NMS, clipping and small-box removal use torchvision.ops.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
-from torchvision.ops import box_convert, box_iou, clip_boxes_to_image, remove_small_boxes
-
-__all__ = ["box_iou", "clip_boxes", "convert_boxes", "remove_small_boxes", "BOX_FORMATS"]
+from torchvision.ops import box_convert
 
 BOX_FORMATS = ("xyxy", "xywh", "cxcywh", "voc")
 
@@ -31,8 +29,3 @@ def convert_boxes(boxes, in_fmt: str, out_fmt: str):
     if out_fmt == "voc":
         tensor = tensor + tensor.new_tensor([1, 1, 0, 0])
     return tensor.numpy() if is_numpy else tensor
-
-
-def clip_boxes(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Clip ours to an image of `size` = (height, width): x in [0, width], y in [0, height]."""
-    return clip_boxes_to_image(boxes, size)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from detect.boxes import clip_boxes, convert_boxes
+from detect.boxes import convert_boxes
 
 
 def test_every_format_round_trips_through_ours():
@@ -26,8 +26,3 @@ def test_voc_box_is_ours_shifted_on_the_top_left_corner_only():
 def test_unknown_format_is_named():
     with pytest.raises(ValueError, match="unknown box format 'yxyx'"):
         convert_boxes(torch.zeros(1, 4), "yxyx", "xyxy")
-
-
-def test_clip_keeps_boxes_inside_height_by_width():
-    clipped = clip_boxes(torch.tensor([[-5.0, -1.0, 700.0, 500.0]]), (480, 640))
-    torch.testing.assert_close(clipped, torch.tensor([[0.0, 0.0, 640.0, 480.0]]))
