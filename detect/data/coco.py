@@ -15,12 +15,13 @@ import contextlib
 import io
 import json
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
 from pycocotools.coco import COCO
 
-from detect.data.dataset import DetectionDataset, ImageRecord, SkipReport
+from detect.data.dataset import DetectionDataset, ImageRecord, SkipReport, check_names
 from detect.data.images import image_path_inside
 from detect.errors import DatasetError
 
@@ -85,6 +86,16 @@ def load_coco_json(path: Path) -> dict:
     ids = [img["id"] for img in data["images"]]
     if len(set(ids)) != len(ids):
         raise DatasetError(f"{path}: duplicate image ids in 'images'")
+    for k, img in enumerate(data["images"]):
+        for key in ("width", "height"):
+            value = img[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value != int(value):
+                raise DatasetError(f"{path}: images[{k}] (id {img['id']}) {key} {value!r} is not a positive integer")
+    names = [c["name"] for c in data["categories"]]
+    check_names(names, "class name", f"{path}: categories")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise DatasetError(f"{path}: duplicate category name(s) {', '.join(map(repr, duplicates))}")
     known_images, known_cats = set(ids), {c["id"] for c in data["categories"]}
     for k, ann in enumerate(data["annotations"]):
         if ann["image_id"] not in known_images:
@@ -92,8 +103,11 @@ def load_coco_json(path: Path) -> dict:
         if ann["category_id"] not in known_cats:
             raise DatasetError(f"{path}: annotations[{k}] refers to category_id {ann['category_id']!r}, not in 'categories'")
         bbox = ann["bbox"]
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
+        if not (isinstance(bbox, list) and len(bbox) == 4
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
             raise DatasetError(f"{path}: annotations[{k}] bbox {bbox!r} is not [x, y, w, h] numbers")
+        if not all(math.isfinite(v) for v in bbox):
+            raise DatasetError(f"{path}: annotations[{k}] (id {ann['id']}) bbox {bbox!r} holds NaN or infinity")
     return data
 
 

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from detect.data.dataset import DetectionDataset
-from detect.engine.checkpoint import atomic_write_bytes
+from detect.engine.checkpoint import atomic_write_bytes, file_in
 
 
 def dataset_to_coco_dict(dataset: DetectionDataset, difficult_as_crowd: bool = False) -> dict:
@@ -67,7 +67,7 @@ def write_coco_layout(dataset: DetectionDataset, out_dir: str | Path, splits: di
     write_images(dataset, out_dir / "images", image_ext)
     for split, indices in splits.items():
         subset = subset_on_disk(dataset, indices, out_dir / "images", image_ext)
-        write_coco_json(subset, out_dir / "annotations" / f"instances_{split}.json")
+        write_coco_json(subset, file_in(out_dir / "annotations", f"instances_{split}.json"))
     return out_dir
 
 
@@ -83,10 +83,10 @@ def write_voc_layout(dataset: DetectionDataset, out_dir: str | Path, splits: dic
     for record in dataset.records:
         xml = voc_xml(record.image_id + image_ext, record.width, record.height, dataset.classes,
                       record.boxes, record.labels, record.difficult)
-        atomic_write_bytes(out_dir / "Annotations" / f"{record.image_id}.xml", lambda fh: fh.write(xml))
+        atomic_write_bytes(file_in(out_dir / "Annotations", f"{record.image_id}.xml"), lambda fh: fh.write(xml))
     for split, indices in splits.items():
         text = "".join(f"{dataset.records[i].image_id}\n" for i in indices).encode()
-        atomic_write_bytes(out_dir / "ImageSets" / "Main" / f"{split}.txt", lambda fh: fh.write(text))
+        atomic_write_bytes(file_in(out_dir / "ImageSets" / "Main", f"{split}.txt"), lambda fh: fh.write(text))
     return out_dir
 
 
@@ -113,7 +113,7 @@ def write_images(dataset: DetectionDataset, images_dir: Path, image_ext: str) ->
     """Each image as images_dir/<image_id><ext>, written atomically (a stale file is replaced, never mixed in)."""
     images_dir.mkdir(parents=True, exist_ok=True)
     for index, record in enumerate(dataset.records):
-        path = images_dir / f"{record.image_id}{image_ext}"
+        path = file_in(images_dir, f"{record.image_id}{image_ext}")
         ok, encoded = cv2.imencode(image_ext, np.ascontiguousarray(dataset.load_image(index)[:, :, ::-1]))
         if not ok:
             raise OSError(f"{path}: could not encode image")

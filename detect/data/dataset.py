@@ -16,6 +16,30 @@ from torch.utils.data import Dataset
 from detect.errors import DatasetError
 
 
+def unsafe_name_reason(name: str, what: str) -> str | None:
+    """Why a class name or image id cannot become part of an output file name (None if it can).
+
+    Class names end up in file names (`comp4_det_<split>_<class>.txt`) and image ids in converted
+    layouts (`Annotations/<id>.xml`), so neither may hold a path separator or `..`.
+    """
+    if not isinstance(name, str) or not name.strip():
+        return f"{what} {name!r} is empty"
+    if "/" in name or "\\" in name or "\0" in name:
+        return f"{what} {name!r} contains a path separator"
+    dots = ".." in name if what == "class name" else name in (".", "..")
+    if dots:
+        return f"{what} {name!r} contains '..'"
+    return None
+
+
+def check_names(names, what: str, where) -> None:
+    """Refuse class names / image ids that could steer a written file out of its folder (DatasetError naming `where`)."""
+    for name in names:
+        reason = unsafe_name_reason(name, what)
+        if reason:
+            raise DatasetError(f"{where}: {reason}; it would be used in output file names, so it is refused")
+
+
 @dataclass
 class ImageRecord:
     """One annotated image. Boxes [N,4] float32 xyxy (ours); labels [N] int64 in 1..C."""
@@ -69,6 +93,10 @@ class DetectionDataset(Dataset):
                  category_ids: list[int] | None = None, transform=None) -> None:
         self.records = records
         self.classes = list(classes)
+        check_names(self.classes, "class name", name)
+        if len(set(self.classes)) != len(self.classes):
+            raise DatasetError(f"{name}: duplicate class names {sorted({c for c in self.classes if self.classes.count(c) > 1})}")
+        check_names((r.image_id for r in records), "image id", name)
         self.root = root
         self.name = name
         self.skips = skips or SkipReport()

@@ -18,7 +18,7 @@ import numpy as np
 from defusedxml import ElementTree
 from defusedxml.common import DefusedXmlException
 
-from detect.data.dataset import DetectionDataset, ImageRecord, SkipReport
+from detect.data.dataset import DetectionDataset, ImageRecord, SkipReport, check_names
 from detect.data.images import image_path_inside
 from detect.errors import DatasetError
 
@@ -96,6 +96,7 @@ def read_id_list(ids_file: Path, annotations_dir: Path) -> list[str]:
         raise DatasetError(f"{ids_file}: id list not found")
     # VOC's per-class split files hold "id flag" pairs; the id is the first field.
     image_ids = [line.split()[0] for line in ids_file.read_text().splitlines() if line.strip()]
+    check_names(image_ids, "image id", ids_file)
     seen = set()
     for image_id in image_ids:
         if image_id in seen:
@@ -128,6 +129,7 @@ def parse_voc_xml(path: Path) -> VocAnnotation:
         name = (obj.findtext("name") or "").strip()
         if not name:
             raise DatasetError(f"{path}: object {k} has no <name>")
+        check_names([name], "class name", f"{path}: object {k}")
         box = tuple(_number_field(obj, f"bndbox/{tag}", path) for tag in ("xmin", "ymin", "xmax", "ymax"))
         difficult = _int_field(obj, "difficult", path, default=0) != 0
         objects.append(VocObject(name, box, difficult))

@@ -18,6 +18,14 @@ import torch
 from detect.errors import UserError
 
 
+def file_in(folder: str | Path, name: str) -> Path:
+    """folder/name for a file name built from data (a class name, an image id); a name that would
+    leave the folder (a path separator, '..', an absolute path) is refused, whatever the caller checked."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name or os.path.isabs(name):
+        raise UserError(f"{folder}: refusing to write {name!r}: the name would leave the output folder")
+    return Path(folder) / name
+
+
 def atomic_write_bytes(path: str | Path, write) -> None:
     """Call write(file_object) on a temporary sibling of `path`, fsync it, then rename it over `path`."""
     path = Path(path)

@@ -21,7 +21,7 @@ import numpy as np
 
 from detect.boxes import convert_boxes
 from detect.data.dataset import DetectionDataset
-from detect.engine.checkpoint import atomic_write_bytes
+from detect.engine.checkpoint import atomic_write_bytes, file_in
 from detect.errors import UserError
 
 VOC_PREFIX = "comp4_det_"
@@ -162,7 +162,7 @@ def read_coco_results(path: str | Path, dataset: DetectionDataset) -> list[dict]
 # ---- VOC devkit result files ----------------------------------------------------------------------
 
 def voc_result_path(folder: str | Path, split: str, class_name: str) -> Path:
-    return Path(folder) / f"{VOC_PREFIX}{split}_{class_name}.txt"
+    return file_in(folder, f"{VOC_PREFIX}{split}_{class_name}.txt")
 
 
 def write_voc_results(folder: str | Path, dataset: DetectionDataset, predictions, split: str = "test") -> list[Path]:
