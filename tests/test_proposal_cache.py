@@ -1,6 +1,10 @@
 """The proposal cache: atomic per-image files, resume after an interruption, refusal of a wrong cache."""
 from __future__ import annotations
 
+import json
+import os
+import stat
+import threading
 from pathlib import Path
 
 import cv2
@@ -125,3 +129,103 @@ def test_worker_processes_fill_the_cache(tmp_path):
     assert len(list(cache_dir.glob("*.npz"))) == 4
     direct = SelectiveSearch(strategy="single", ks=[50], min_box_size=4).propose(dataset.load_image(2))
     np.testing.assert_array_equal(load_proposals(cache_dir, "img/2")[0], direct[0])
+
+
+def test_same_ids_and_sizes_with_other_pixels_is_refused(tmp_path):
+    dataset = small_dataset(tmp_path / "a", seed=0)
+    ensure_proposals(dataset, proposer(), tmp_path / "cache", progress=False)
+    repainted = small_dataset(tmp_path / "a", seed=1)  # regenerated in place: same ids, same sizes, other pixels
+    assert repainted.fingerprint() == dataset.fingerprint()
+    with pytest.raises(UserError, match="manifest.json.*other image contents"):
+        ensure_proposals(repainted, proposer(), tmp_path / "cache", progress=False)
+    again = small_dataset(tmp_path / "a", seed=0)  # the same bytes again: the cache is valid
+    assert ensure_proposals(again, proposer(), tmp_path / "cache", progress=False).is_dir()
+
+
+def test_a_manifest_from_before_content_fingerprints_is_still_accepted(tmp_path):
+    dataset = small_dataset(tmp_path)
+    cache_dir = ensure_proposals(dataset, proposer(), tmp_path / "cache", progress=False, limit=2)
+    manifest = json.loads((cache_dir / "manifest.json").read_text())
+    del manifest["content_fingerprint"]
+    (cache_dir / "manifest.json").write_text(json.dumps(manifest))
+    prop = proposer()
+    ensure_proposals(dataset, prop, tmp_path / "cache", progress=False)
+    assert prop.calls == len(dataset) - 2
+
+
+def test_two_datasets_racing_into_one_cache_give_one_cache_and_one_clear_error(tmp_path, monkeypatch):
+    """Both runs pass the start line together; the exclusively created manifest decides who owns the cache."""
+    import detect.proposals.cache as cache
+
+    datasets = [small_dataset(tmp_path / "a", count=3, seed=0), small_dataset(tmp_path / "b", count=4, seed=1)]
+    start = threading.Barrier(2)
+    original = cache.cache_dir_for
+
+    def cache_dir_after_barrier(prop, root):
+        start.wait(timeout=30)
+        return original(prop, root)
+
+    monkeypatch.setattr(cache, "cache_dir_for", cache_dir_after_barrier)
+    outcomes = [None, None]
+
+    def run(k):
+        try:
+            outcomes[k] = ensure_proposals(datasets[k], proposer(), tmp_path / "cache", progress=False)
+        except UserError as err:
+            outcomes[k] = err
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    errors = [o for o in outcomes if isinstance(o, UserError)]
+    assert len(errors) == 1 and "manifest.json" in str(errors[0]) and "not" in str(errors[0])
+    winner = datasets[[k for k, o in enumerate(outcomes) if not isinstance(o, UserError)][0]]
+    (cache_dir,) = (tmp_path / "cache").iterdir()
+    assert read_manifest(cache_dir)["dataset_fingerprint"] == winner.fingerprint()
+    assert sorted(p.name for p in cache_dir.glob("*.npz")) == sorted(
+        proposal_path(cache_dir, r.image_id).name for r in winner.records)
+    assert not list(cache_dir.glob(".*"))  # no temporary files left behind
+
+
+def test_a_truncated_npz_is_a_clear_error_naming_the_file(tmp_path):
+    dataset = small_dataset(tmp_path)
+    cache_dir = ensure_proposals(dataset, proposer(), tmp_path / "cache", progress=False, limit=1)
+    path = proposal_path(cache_dir, "img/0")
+    path.write_bytes(path.read_bytes()[:-20])  # 20 bytes short, as a full disk or a killed copy leaves it
+    with pytest.raises(UserError, match=r"img%2F0\.npz: not a readable proposal file \(BadZipFile.*delete it"):
+        load_proposals(cache_dir, "img/0")
+
+
+def test_cache_files_get_the_permissions_of_a_plain_open(tmp_path):
+    old = os.umask(0o022)
+    try:
+        cache_dir = ensure_proposals(small_dataset(tmp_path), proposer(), tmp_path / "cache", progress=False, limit=1)
+    finally:
+        os.umask(old)
+    for path in [cache_dir / "manifest.json", *cache_dir.glob("*.npz")]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+def test_detect_propose_output_is_what_train_and_test_read(tmp_path, monkeypatch):
+    """`detect propose --out X` then proposals.cache_dir=X: the cached proposals are used, none recomputed."""
+    from detect import cli
+    from detect.data.spec import build_dataset
+    from detect.engine.detection_config import ProposalConfig
+    from detect.engine.detection_data import cached_proposals
+
+    spec = "shapes:10:3:test"
+    argv = ["propose", "--data", spec, "--param", "strategy=single", "--param", "min_box_size=8",
+            "--out", str(tmp_path / "proposals"), "--workers", "0", "--no-progress"]
+    assert cli.main(argv) == 0
+    files = {p: p.stat().st_mtime_ns for p in (tmp_path / "proposals").rglob("*.npz")}
+    assert len(files) == 2
+    calls = []
+    monkeypatch.setattr(SelectiveSearch, "propose", lambda self, image: calls.append(1) or (_ for _ in ()).throw(
+        AssertionError("proposals were computed again")))
+    cfg = ProposalConfig(method="selective_search", params={"strategy": "single", "min_box_size": 8},
+                         cache_dir=str(tmp_path / "proposals"), workers=0)
+    cache_dir = cached_proposals(build_dataset(spec), cfg, progress=False)
+    assert calls == [] and set(cache_dir.glob("*.npz")) == set(files)
+    assert {p: p.stat().st_mtime_ns for p in files} == files

@@ -90,7 +90,8 @@ def test_propose_command_caches_and_evaluates_bccd(tmp_path, capsys):
     assert cli_main(argv) == 0
     out = capsys.readouterr().out
     assert "recall@0.5" in out and "MABO" in out
-    (cache_dir,) = (tmp_path / "cache").iterdir()
+    (dataset_dir,) = (tmp_path / "cache").iterdir()  # OUT/<dataset>-<hash>/<method>-<hash>/, as train/test read it
+    (cache_dir,) = [p for p in dataset_dir.iterdir() if p.is_dir()]
     result = json.loads((cache_dir / "recall.json").read_text())
     assert result["num_images"] == 2 and result["params"]["ks"] == [100.0]
     assert 0.3 < result["recall"]["0.5"]["all"] <= 1.0 and result["seconds_per_image"] > 0

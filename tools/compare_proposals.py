@@ -19,7 +19,7 @@ from detect.data.spec import build_dataset
 from detect.engine.checkpoint import atomic_write_bytes
 from detect.evaluation.proposal_recall import format_recall_table, proposal_recall
 from detect.proposals import build_proposer
-from detect.proposals.cache import ensure_proposals, proposal_path, read_proposals
+from detect.proposals.cache import dataset_cache_root, ensure_proposals, proposal_path, read_proposals
 from detect.report.recall_plot import plot_recall_curves
 
 
@@ -41,7 +41,7 @@ def main() -> int:
     for text in args.proposer:
         method, params = parse_proposer(text)
         proposer = build_proposer(method, **params)
-        cache_dir = ensure_proposals(dataset, proposer, args.out, workers=args.workers)
+        cache_dir = ensure_proposals(dataset, proposer, dataset_cache_root(dataset, args.out), workers=args.workers)
         result = proposal_recall(dataset, lambda i: read_proposals(proposal_path(cache_dir, dataset.records[i].image_id)))
         result.update(method=method, params=proposer.params(), data=args.data, cache=str(cache_dir))
         label = text if text not in results else f"{text} #{len(results)}"

@@ -1,8 +1,10 @@
 """Compute region proposals for a dataset into a resumable cache, and optionally score their recall.
 
-One .npz per image under OUT/<method>-<params hash>/ (worker processes, progress bar; an interrupted
-run resumes). With --eval, the recall table (recall@0.5/0.7 for top N, average recall, MABO, boxes
-and seconds per image) is printed and written as recall.json and recall.png in that directory.
+One .npz per image under OUT/<dataset name>-<hash>/<method>-<params hash>/ (worker processes, progress
+bar; an interrupted run resumes): the layout `detect train` / `detect test` read with
+`proposals.cache_dir: OUT`, so what is computed here is reused there. With --eval, the recall table
+(recall@0.5/0.7 for top N, average recall, MABO, boxes and seconds per image) is printed and written
+as recall.json and recall.png in that directory.
 """
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ def add_arguments(parser) -> None:
                         help="selective_search (ours), selectivesearch (the pip package), multibox")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="a proposer parameter (repeatable), e.g. strategy=fast, ks=[50,100], max_proposals=2000")
-    parser.add_argument("--out", required=True, help="cache root; proposals go to OUT/<method>-<params hash>/")
+    parser.add_argument("--out", required=True, help="cache root (proposals.cache_dir of train/test); proposals go to "
+                                                      "OUT/<dataset name>-<hash>/<method>-<params hash>/")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (0: compute in this process)")
     parser.add_argument("--eval", action="store_true", help="also evaluate recall against the dataset's ground truth")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -27,7 +30,7 @@ def main(args) -> int:
     from detect.engine.checkpoint import atomic_write_bytes
     from detect.evaluation.proposal_recall import format_recall_table, proposal_recall
     from detect.proposals import build_proposer
-    from detect.proposals.cache import ensure_proposals, proposal_path, read_proposals
+    from detect.proposals.cache import dataset_cache_root, ensure_proposals, proposal_path, read_proposals
     from detect.report.recall_plot import plot_recall_curves
 
     params = dict(parse_override(item) for item in args.param)
@@ -35,7 +38,8 @@ def main(args) -> int:
     dataset = build_dataset(args.data)
     if dataset.skips:
         print(f"dataset: {dataset.skips.summary()}")
-    cache_dir = ensure_proposals(dataset, proposer, args.out, workers=args.workers, progress=not args.no_progress)
+    cache_dir = ensure_proposals(dataset, proposer, dataset_cache_root(dataset, args.out), workers=args.workers,
+                                 progress=not args.no_progress)
     print(f"proposals of {len(dataset)} images in {cache_dir}")
     if not args.eval:
         return 0

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 from detect.data.images import read_image_rgb
+from detect.engine.checkpoint import current_umask
 from detect.errors import DatasetError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -210,6 +211,7 @@ def write_synthetic_image_folder(root: str | Path, num_classes: int = 4, train_p
                 for k in range(count):
                     image = draw_synthetic_image(shape, size, rng)
                     cv2.imwrite(str(class_dir / f"{shape}_{k:04d}.jpg"), image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it 0700; a plain mkdir would not
         os.replace(tmp, root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

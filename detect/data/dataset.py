@@ -6,6 +6,7 @@ training and evaluation see the same thing whatever the file format was.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,20 @@ def check_names(names, what: str, where) -> None:
         reason = unsafe_name_reason(name, what)
         if reason:
             raise DatasetError(f"{where}: {reason}; it would be used in output file names, so it is refused")
+
+
+def file_sample(path: Path, size: int = 4096) -> bytes:
+    """The file's length and `size` bytes from its start, middle and end (b"missing" when unreadable)."""
+    try:
+        with open(path, "rb") as fh:
+            length = os.fstat(fh.fileno()).st_size
+            parts = [str(length).encode()]
+            for offset in sorted({0, max(0, length // 2 - size // 2), max(0, length - size)}):
+                fh.seek(offset)
+                parts.append(fh.read(size))
+    except OSError:
+        return b"missing;"
+    return b"|".join(parts) + b";"
 
 
 @dataclass
@@ -96,7 +111,6 @@ class DetectionDataset(Dataset):
         check_names(self.classes, "class name", name)
         if len(set(self.classes)) != len(self.classes):
             raise DatasetError(f"{name}: duplicate class names {sorted({c for c in self.classes if self.classes.count(c) > 1})}")
-        check_names((r.image_id for r in records), "image id", name)
         self.root = root
         self.name = name
         self.skips = skips or SkipReport()
@@ -162,3 +176,28 @@ class DetectionDataset(Dataset):
         for r in self.records:
             h.update(f"{r.image_id}:{r.width}x{r.height};".encode())
         return h.hexdigest()[:16]
+
+    def content_fingerprint(self) -> str:
+        """A short hash of what the images hold: each file's size and three 4 KiB samples (start, middle,
+        end), so the same ids and sizes with other pixels give another value (proposal caches check it).
+        Computed once per dataset object; no mtime, so a copied dataset keeps its value."""
+        import hashlib
+
+        if getattr(self, "_content_fingerprint", None) is None:
+            h = hashlib.sha1(self.fingerprint().encode())
+            for r in self.records:
+                h.update(file_sample(r.image_path))
+            self._content_fingerprint = h.hexdigest()[:16]
+        return self._content_fingerprint
+
+
+class DatasetSubset(DetectionDataset):
+    """The images at `indices` of `parent`, read through the parent (so synthetic sets work too)."""
+
+    def __init__(self, parent: DetectionDataset, indices: list[int], name: str) -> None:
+        super().__init__([parent.records[i] for i in indices], parent.classes, parent.root, name,
+                         category_ids=parent.category_ids)
+        self.parent, self.indices = parent, list(indices)
+
+    def load_image(self, index: int) -> np.ndarray:
+        return self.parent.load_image(self.indices[index])

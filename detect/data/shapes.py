@@ -77,6 +77,9 @@ class ShapesDataset(DetectionDataset):
         h = hashlib.sha1(f"shapes-v{GENERATOR_VERSION}:{self.seed}:{super().fingerprint()}".encode())
         return h.hexdigest()[:16]
 
+    def content_fingerprint(self) -> str:
+        return self.fingerprint()  # rendered from (generator version, seed, index): nothing else to read
+
 
 def split_indices(count: int) -> dict[str, list[int]]:
     """Deterministic index ranges of each split (60/20/20 by position)."""

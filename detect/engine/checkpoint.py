@@ -26,8 +26,25 @@ def file_in(folder: str | Path, name: str) -> Path:
     return Path(folder) / name
 
 
+def current_umask() -> int:
+    """The process umask (read from /proc where possible: os.umask can only be read by setting it)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, write) -> None:
-    """Call write(file_object) on a temporary sibling of `path`, fsync it, then rename it over `path`."""
+    """Call write(file_object) on a temporary sibling of `path`, fsync it, then rename it over `path`.
+
+    The file gets the permissions a plain open() would give (0666 minus the umask), not mkstemp's 0600.
+    An OSError (read-only folder, a file where a folder should be, a full disk) leaves no partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -36,6 +53,7 @@ def atomic_write_bytes(path: str | Path, write) -> None:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -44,8 +62,16 @@ def atomic_write_bytes(path: str | Path, write) -> None:
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Atomically write `state` (model/optimizer/scheduler state_dicts, step, rng, config...)."""
-    atomic_write_bytes(path, lambda fh: torch.save(state, fh))
+    """Atomically write `state` (model/optimizer/scheduler state_dicts, step, rng, config...).
+
+    A failed write (e.g. a full disk, which torch reports as a RuntimeError) is a UserError naming the
+    file; the previous checkpoint stays as it was."""
+    try:
+        atomic_write_bytes(path, lambda fh: torch.save(state, fh))
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{path}: could not write the checkpoint ({first}); is the disk full? The previous "
+                        "checkpoint, if any, is unchanged") from None
     return Path(path)
 
 

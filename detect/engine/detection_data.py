@@ -7,8 +7,6 @@ not by worker RNG, so a resumed run sees exactly the flips the uninterrupted run
 """
 from __future__ import annotations
 
-import hashlib
-import re
 from pathlib import Path
 
 import numpy as np
@@ -47,13 +45,15 @@ def join_datasets(specs: list[str], classes: list[str] | None = None) -> Detecti
 
 
 def cache_root(dataset: DetectionDataset, cfg: ProposalConfig) -> Path:
-    """One cache per dataset spec: `<proposals.cache_dir>/<readable name>-<hash of the name>/`.
+    """One cache per dataset spec: `<proposals.cache_dir>/<readable name>-<hash of the name>/`, the
+    layout `detect propose --out <proposals.cache_dir>` writes (`dataset_cache_root`).
 
-    The proposal cache records the dataset's fingerprint, so if the images behind a spec change
-    (a split file edited, a regenerated dataset), the old cache is refused with a clear error.
+    The proposal cache records the dataset's fingerprints, so if the images behind a spec change
+    (a split file edited, a regenerated dataset, other pixels), the old cache is refused with a clear error.
     """
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", dataset.name).strip("_")[-60:]
-    return Path(cfg.cache_dir) / f"{slug}-{hashlib.sha1(dataset.name.encode()).hexdigest()[:8]}"
+    from detect.proposals.cache import dataset_cache_root
+
+    return dataset_cache_root(dataset, cfg.cache_dir)
 
 
 def cached_proposals(dataset: DetectionDataset, cfg: ProposalConfig, progress: bool = True) -> Path:

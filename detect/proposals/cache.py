@@ -3,15 +3,26 @@
 Computing Selective Search for a dataset takes minutes to hours, so it is done once, in worker
 processes, and every later run reads the .npz files. Each file is written to a temporary name and
 renamed (atomic), so a file that exists is finished: an interrupted run resumes with the images
-that have none. `manifest.json` records the method, its params and the dataset fingerprint; a
-cache built for another dataset or method is refused rather than silently mixed in.
+that have none. `manifest.json` records the method, its params and the dataset's fingerprints (ids
+and sizes; file sizes and content samples); it is created exclusively (a hard link of a finished
+temporary file), so two datasets racing into one directory give one cache and one clear error, and a
+cache built for another dataset, other pixels or another method is refused rather than mixed in.
+
+The layout every command shares: `dataset_cache_root(dataset, ROOT)` =
+`ROOT/<readable dataset name>-<hash of the name>/`, under which `ensure_proposals` makes
+`<method>-<params hash>/`. `detect propose --out ROOT` and `proposals.cache_dir: ROOT` of
+`detect train` / `detect test` therefore find the same files.
 """
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import os
+import re
+import tempfile
 import time
+import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -20,7 +31,7 @@ from urllib.parse import quote
 import numpy as np
 from tqdm import tqdm
 
-from detect.engine.checkpoint import atomic_write_bytes
+from detect.engine.checkpoint import atomic_write_bytes, current_umask
 from detect.errors import UserError
 
 MANIFEST = "manifest.json"
@@ -38,6 +49,13 @@ def method_name(proposer) -> str:
 def params_hash(method: str, params: dict) -> str:
     text = json.dumps({"method": method, "params": params}, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def dataset_cache_root(dataset, root: str | Path) -> Path:
+    """`<root>/<readable dataset name>-<hash of the name>/`: one cache root per dataset spec."""
+    name = getattr(dataset, "name", "dataset")
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[-60:]
+    return Path(root) / f"{slug}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
 def cache_dir_for(proposer, root: str | Path) -> Path:
@@ -63,8 +81,9 @@ def read_proposals(path: Path) -> dict:
             return {"boxes": data["boxes"], "scores": data["scores"], "seconds": float(data["seconds"])}
     except FileNotFoundError:
         raise UserError(f"{path}: no cached proposals for this image (run `detect propose` first)") from None
-    except (ValueError, KeyError, OSError) as err:
-        raise UserError(f"{path}: not a readable proposal file ({err}); delete it and run `detect propose` again") from None
+    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise UserError(f"{path}: not a readable proposal file ({type(err).__name__}: {err}; truncated?); delete it "
+                        "and run again to recompute it") from None
 
 
 def load_proposals(cache_dir: str | Path, image_id: str) -> tuple[np.ndarray, np.ndarray]:
@@ -84,18 +103,56 @@ def read_manifest(cache_dir: str | Path) -> dict:
 
 
 def check_manifest(manifest: dict, expected: dict, cache_dir: Path) -> None:
-    """Refuse a cache built for another dataset, method or parameters."""
-    for key in ("method", "params", "dataset_fingerprint"):
+    """Refuse a cache built for another dataset, other image contents, method or parameters.
+
+    Manifests written before content fingerprints existed lack that key and are checked without it."""
+    keys = ["method", "params", "dataset_fingerprint"] + (["content_fingerprint"] if "content_fingerprint" in manifest else [])
+    for key in keys:
         if json.dumps(manifest.get(key), sort_keys=True, default=str) != json.dumps(expected[key], sort_keys=True, default=str):
+            what = ("other image contents (same image ids and sizes, other files)" if key == "content_fingerprint"
+                    else f"{key} {manifest.get(key)!r}, not {expected[key]!r}")
             raise UserError(
-                f"{cache_dir / MANIFEST}: this cache holds proposals for {key} {manifest.get(key)!r}, not "
-                f"{expected[key]!r}; use another --out directory (one per dataset) or delete this one"
+                f"{cache_dir / MANIFEST}: this cache holds proposals for {what} (dataset "
+                f"{manifest.get('dataset', '?')!r}); use another cache folder (one per dataset) or delete this one"
             )
 
 
 def write_manifest(cache_dir: Path, manifest: dict) -> None:
     text = json.dumps(manifest, indent=2, sort_keys=True, default=str)
     atomic_write_bytes(cache_dir / MANIFEST, lambda fh: fh.write(text.encode()))
+
+
+def claim_manifest(cache_dir: Path, manifest: dict) -> None:
+    """Create `cache_dir/manifest.json` exclusively, or check the one already there.
+
+    The manifest is written completely to a temporary file and hard-linked into place: the link fails
+    if any other process created it first, so of two datasets racing into one directory exactly one
+    owns it and the other gets the mismatch error; nobody ever reads a half-written manifest."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / MANIFEST
+    if not path.exists():
+        text = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
+        fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST}.", suffix=".tmp", dir=cache_dir)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o666 & ~current_umask())
+            try:
+                os.link(tmp, path)
+                return
+            except FileExistsError:
+                pass  # another process won the race: check its manifest below
+        finally:
+            os.unlink(tmp)
+    check_manifest(read_manifest(cache_dir), manifest, cache_dir)
+
+
+def content_fingerprint(dataset) -> str:
+    """The dataset's content fingerprint (ids and sizes only for a dataset object without one)."""
+    method = getattr(dataset, "content_fingerprint", None)
+    return method() if method is not None else dataset.fingerprint()
 
 
 # Worker-process state, set once per process by _init_worker (the dataset and proposer are sent once).
@@ -135,13 +192,9 @@ def ensure_proposals(dataset, proposer, root: str | Path, workers: int = 0, prog
     """
     cache_dir = cache_dir_for(proposer, root)
     manifest = {"method": method_name(proposer), "params": proposer.params(),
-                "dataset_fingerprint": dataset.fingerprint(), "dataset": getattr(dataset, "name", ""),
-                "num_images": len(dataset)}
-    if (cache_dir / MANIFEST).exists():
-        check_manifest(read_manifest(cache_dir), manifest, cache_dir)
-    else:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        write_manifest(cache_dir, manifest)
+                "dataset_fingerprint": dataset.fingerprint(), "content_fingerprint": content_fingerprint(dataset),
+                "dataset": getattr(dataset, "name", ""), "num_images": len(dataset)}
+    claim_manifest(cache_dir, manifest)
     missing = missing_indices(dataset, cache_dir)
     todo = missing if limit is None else missing[:limit]
     bar = tqdm(total=len(dataset), initial=len(dataset) - len(missing),
