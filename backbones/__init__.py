@@ -18,7 +18,7 @@ from backbones.googlenet import GoogLeNet
 from backbones.parts import IMAGENET_MEAN, IMAGENET_STD, BackboneParts, FeatureTrunk
 from backbones.resnet import ResNet
 from backbones.vgg import VGG, init_from_vgg_a
-from backbones.weights import load_weights, read_state_dict
+from backbones.weights import load_detection_weights, load_weights, read_state_dict
 
 BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "vgg11": partial(VGG, "A"),
@@ -66,5 +66,5 @@ def build_backbone(name: str, num_classes: int = 1000, width: float = 1.0, **opt
 __all__ = [
     "BUILDERS", "BackboneError", "BackboneParts", "FeatureTrunk", "GoogLeNet", "IMAGENET_MEAN", "IMAGENET_STD",
     "ResNet", "VGG", "backbone_options", "build_backbone", "count_flops", "count_parameters", "init_from_vgg_a",
-    "load_weights", "read_state_dict",
+    "load_detection_weights", "load_weights", "read_state_dict",
 ]

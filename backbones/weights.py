@@ -61,6 +61,28 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], ori
     model.load_state_dict(state, strict=True)
 
 
+def load_detection_weights(model: nn.Module, source: str | os.PathLike,
+                           timeout: float = 30.0) -> tuple[str, list[str]]:
+    """Weights for a detector's backbone: returns (the file used, the keys left out).
+
+    What detection uses (`detection_parts()`: trunk, head, roi_head) must fit strictly. The rest, the
+    ImageNet classifier and GoogLeNet's auxiliary heads, is loaded where it fits and left out where it
+    does not, so a `detect pretrain` checkpoint of any class count starts a detector.
+    """
+    if str(source) == "torchvision":
+        return load_weights(model, source, timeout), []
+    state = read_state_dict(source)
+    parts = model.detection_parts()
+    used = {id(t) for part in (parts.trunk, parts.head, getattr(parts, "roi_head", None)) if part is not None
+            for t in (*part.parameters(), *part.buffers())}
+    current = model.state_dict(keep_vars=True)
+    left_out = [k for k, v in current.items()
+                if id(v) not in used and (k not in state or state[k].shape != v.shape)]
+    state = {**state, **{k: current[k].detach() for k in left_out}}
+    load_state_dict_strict(model, state, str(source))
+    return str(source), left_out
+
+
 def torchvision_state_dict(model: nn.Module, timeout: float = 30.0) -> tuple[dict[str, torch.Tensor], str]:
     """torchvision's weights for `model`'s architecture, from torch hub's cache or downloaded.
 

@@ -49,8 +49,10 @@ def test_coco_results_json_round_trips_exactly(tmp_path, coco_ids):
     predictions = random_predictions(dataset)
     path = write_coco_results(tmp_path / "dets.json", dataset, predictions)
     entries = json.loads(path.read_text())
-    assert {type(e["image_id"]) for e in entries} == {int if coco_ids else str}
-    assert {e["category_id"] for e in entries} <= ({7, 3, 12} if coco_ids else {"cat", "dog", "bird"})
+    assert {type(e["image_id"]) for e in entries} == {int}  # the ids of detect convert's ground truth
+    assert {e["image_id"] for e in entries} <= ({r.coco_image_id for r in dataset.records} if coco_ids
+                                                 else set(range(len(dataset))))
+    assert {e["category_id"] for e in entries} <= ({7, 3, 12} if coco_ids else {1, 2, 3})
     first = predictions[0]
     x1, y1, x2, y2 = first["boxes"][0].tolist()
     assert entries[0]["bbox"] == pytest.approx([x1, y1, x2 - x1, y2 - y1])  # [x, y, w, h], 0-based
@@ -142,3 +144,15 @@ def test_predictions_must_match_the_dataset():
     bad[3]["scores"][0] = float("nan")
     with pytest.raises(UserError, match=r"predictions\[3\]: boxes and scores must be finite"):
         predictions_to_coco_results(dataset, bad)
+
+
+def test_results_of_older_versions_with_string_ids_and_class_names_still_read(tmp_path):
+    dataset = tiny_dataset(False)
+    predictions = random_predictions(dataset)
+    entries = json.loads(write_coco_results(tmp_path / "dets.json", dataset, predictions).read_text())
+    old_style = [dict(e, image_id=dataset.image_ids[e["image_id"]], category_id=dataset.classes[e["category_id"] - 1])
+                 for e in entries]
+    (tmp_path / "old.json").write_text(json.dumps(old_style))
+    for original, read in zip(predictions, read_coco_results(tmp_path / "old.json", dataset)):
+        np.testing.assert_array_equal(read["boxes"], original["boxes"].numpy())
+        np.testing.assert_array_equal(read["labels"], original["labels"].numpy())

@@ -52,9 +52,10 @@ def test_infer_draws_boxes_and_writes_json(tmp_path, cache):
     out = tmp_path / "out"
     assert cli(["infer", "--checkpoint", str(tmp_path / "run" / "last.pth"), str(image), "--out", str(out),
                 "--device", "cpu", "--draw-threshold", "0.0"]) == 0
-    record = json.loads((out / "detections.json").read_text())["images"][0]
-    assert record["detections"], "a score threshold of 0 keeps detections"
-    assert {"class", "score", "box"} == set(record["detections"][0])
+    entries = json.loads((out / "detections.json").read_text())  # COCO results, as `detect test` writes
+    assert entries, "a score threshold of 0 keeps detections"
+    assert {"image_id", "category_id", "bbox", "score", "file_name"} == set(entries[0])
+    assert entries[0]["image_id"] == "shape" and entries[0]["category_id"] in ("circle", "rectangle", "triangle")
     drawn = (out / "shape.png")
     from detect.data.images import read_image_rgb
 

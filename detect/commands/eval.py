@@ -1,8 +1,9 @@
 """Score detections against a dataset with VOC07, VOC12 or COCO AP; print a per-class table and mAP.
 
 --results is a COCO results JSON ({image_id, category_id, bbox [x,y,w,h] 0-based, score}, image_id
-the dataset's own id or COCO int id, category_id a class name or COCO category id), or a folder of
-VOC devkit files comp4_det_<split>_<class>.txt (see --devkit-split).
+the integer id of `detect convert`'s ground truth (as `detect test` writes it), the dataset's own
+string id or the image's file name / stem (as `detect infer` writes it), category_id the COCO category
+id or a class name), or a folder of VOC devkit files comp4_det_<split>_<class>.txt (see --devkit-split).
 """
 from __future__ import annotations
 
@@ -19,13 +20,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--use-difficult", action="store_true",
                         help="count difficult objects as ordinary ground truth (default: ignore them, as VOC does)")
     parser.add_argument("--classes", help="comma-separated class list (default: discovered from the files)")
-    parser.add_argument("--devkit-split", default="test",
-                        help="SPLIT in comp4_det_SPLIT_<class>.txt when --results is a folder (default test)")
+    parser.add_argument("--devkit-split",
+                        help="SPLIT in comp4_det_SPLIT_<class>.txt when --results is a folder (default: the split "
+                             "`detect test` names for --data: voc:ROOT:SPLIT's SPLIT, a voc-dirs ids file's name, "
+                             "else test)")
     parser.add_argument("--json", metavar="OUT", help="also write the numbers as JSON")
 
 
 def main(args) -> int:
-    from detect.data.spec import build_dataset
+    from detect.data.spec import build_dataset, devkit_split
     from detect.engine.checkpoint import atomic_write_bytes
     from detect.evaluation.evaluate import evaluate, format_table
     from detect.evaluation.results import read_coco_results, read_voc_results
@@ -33,7 +36,7 @@ def main(args) -> int:
     dataset = build_dataset(args.data, args.classes.split(",") if args.classes else None)
     results = Path(args.results)
     if results.is_dir():
-        predictions = read_voc_results(results, dataset, args.devkit_split)
+        predictions = read_voc_results(results, dataset, args.devkit_split or devkit_split(args.data))
     else:
         predictions = read_coco_results(results, dataset)
     result = evaluate(dataset, predictions, args.metric, use_difficult=args.use_difficult)

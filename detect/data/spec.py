@@ -41,6 +41,24 @@ def build_dataset(spec: str, classes: list[str] | None = None) -> DetectionDatas
     raise UserError(f"invalid dataset spec {spec!r}; valid forms: " + ", ".join(VALID_FORMS))
 
 
+def devkit_split(spec: str) -> str:
+    """The split name of a spec for VOC devkit file names (comp4_det_<split>_<class>.txt): SPLIT of
+    voc:ROOT:SPLIT and shapes:N[:SEED]:SPLIT, the ids file's name without extension for
+    voc-dirs:ANN:IMG:IDS_FILE, else "test"."""
+    from pathlib import Path
+
+    kind, _, rest = spec.partition(":")
+    parts = rest.split(":") if rest else []
+    split = None
+    if kind == "voc" and len(parts) == 2:
+        split = parts[1]
+    elif kind == "voc-dirs" and len(parts) == 3:
+        split = Path(parts[2]).stem
+    elif kind == "shapes" and len(parts) >= 2 and not parts[-1].isdigit():
+        split = parts[-1]
+    return split if split and all(c.isalnum() or c in "_-." for c in split) and split not in (".", "..") else "test"
+
+
 def parse_shapes_args(spec: str, parts: list[str]) -> tuple[int, int, str]:
     """N, then an optional integer SEED, then an optional SPLIT name."""
     from detect.data.shapes import SPLITS

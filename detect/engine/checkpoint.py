@@ -26,6 +26,20 @@ def file_in(folder: str | Path, name: str) -> Path:
     return Path(folder) / name
 
 
+def output_folder(path: str | Path) -> Path:
+    """Create the output folder `path` (and its parents) now, before any expensive work, and check that
+    files can be written in it: a file in the way or a read-only place is one UserError naming the path."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        where = err.filename or path
+        raise UserError(f"{path}: cannot create the output folder ({where}: {err.strerror})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"{path}: the output folder is not writable")
+    return path
+
+
 def current_umask() -> int:
     """The process umask (read from /proc where possible: os.umask can only be read by setting it)."""
     try:

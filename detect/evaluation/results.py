@@ -4,8 +4,12 @@ Predictions: `predictions[i] = {"boxes" [M,4] ours, "scores" [M], "labels" [M] i
 dataset's i-th image (tensors or numpy). Two file formats:
 
 - COCO results JSON: a list of {image_id, category_id, bbox [x,y,w,h] 0-based, score}. We write
-  the dataset's own string image id and class name, or, for a COCO-sourced dataset, its int image
-  and category ids (a standard COCO results file). Reading accepts either form, entry by entry.
+  the integer ids of the ground-truth JSON `detect convert` writes for the same dataset
+  (`dataset_to_coco_dict`: the COCO image ids of a COCO-sourced dataset, else the image's position in
+  the dataset; `dataset.category_ids`), so the file is a standard results file that pycocotools'
+  `loadRes` takes against that ground truth. Reading accepts those ints or, entry by entry, the
+  dataset's own string image ids (or image file names) and class names (results of older versions,
+  `detect infer`).
 - VOC devkit result files `comp4_det_<split>_<class>.txt`, one line per detection:
   `image_id score xmin ymin xmax ymax` in VOC 1-based pixels (ours + 1 on the top-left corner).
   Numbers are written with Python's shortest round-trip repr, so files read back bit-exactly.
@@ -72,19 +76,26 @@ def uses_coco_ids(dataset: DetectionDataset) -> bool:
     return bool(dataset.records) and all(r.coco_image_id is not None for r in dataset.records)
 
 
+def coco_image_ids(dataset: DetectionDataset) -> list[int]:
+    """The integer image id of each record in COCO files: its COCO id when every record has one, else
+    its position in the dataset (the rule of `detect convert` / `dataset_to_coco_dict`)."""
+    if uses_coco_ids(dataset):
+        return [int(r.coco_image_id) for r in dataset.records]
+    return list(range(len(dataset.records)))
+
+
 def predictions_to_coco_results(dataset: DetectionDataset, predictions, image_ids: list | None = None,
                                 category_ids: list | None = None) -> list[dict]:
     """COCO results entries, in image order then the predictions' own order.
 
-    `image_ids` / `category_ids` (one per image / class) say what to write; by default the
-    dataset's own string ids and class names, or its COCO ints for a COCO-sourced dataset.
+    `image_ids` / `category_ids` (one per image / class) say what to write; by default the integer
+    ids of the dataset's COCO ground truth (`coco_image_ids`, `dataset.category_ids`).
     """
     predictions = as_numpy_predictions(dataset, predictions)
-    coco_ids = uses_coco_ids(dataset)
     if image_ids is None:
-        image_ids = [int(r.coco_image_id) if coco_ids else r.image_id for r in dataset.records]
+        image_ids = coco_image_ids(dataset)
     if category_ids is None:
-        category_ids = [int(c) for c in dataset.category_ids] if coco_ids else list(dataset.classes)
+        category_ids = [int(c) for c in dataset.category_ids]
     results = []
     for image_id, pred in zip(image_ids, predictions):
         xywh = convert_boxes(pred["boxes"].astype(np.float64), "xyxy", "xywh")
@@ -97,8 +108,12 @@ def coco_results_to_predictions(dataset: DetectionDataset, results, where: str =
     """Inverse of `predictions_to_coco_results`; image ids / categories may be strings or COCO ints."""
     if not isinstance(results, list):
         raise UserError(f"{where}: a COCO results file holds a JSON list of detections, got {type(results).__name__}")
-    index_of_name = {image_id: i for i, image_id in enumerate(dataset.image_ids)}
-    index_of_int = {int(r.coco_image_id): i for i, r in enumerate(dataset.records) if r.coco_image_id is not None}
+    index_of_name = {}
+    for i, record in enumerate(dataset.records):  # file names and stems too (`detect infer` writes stems)
+        for name in (Path(str(record.image_path)).stem, Path(str(record.image_path)).name):
+            index_of_name.setdefault(name, i)
+    index_of_name.update({image_id: i for i, image_id in enumerate(dataset.image_ids)})  # own ids win
+    index_of_int = {image_id: i for i, image_id in enumerate(coco_image_ids(dataset))}
     label_of_name = {name: k + 1 for k, name in enumerate(dataset.classes)}
     label_of_int = {int(cid): k + 1 for k, cid in enumerate(dataset.category_ids)}
     per_image: list[list] = [[] for _ in dataset.records]
@@ -165,13 +180,18 @@ def voc_result_path(folder: str | Path, split: str, class_name: str) -> Path:
     return file_in(folder, f"{VOC_PREFIX}{split}_{class_name}.txt")
 
 
-def write_voc_results(folder: str | Path, dataset: DetectionDataset, predictions, split: str = "test") -> list[Path]:
-    """One devkit file per class (empty when the class has no detections), written atomically."""
-    predictions = as_numpy_predictions(dataset, predictions)
+def check_devkit_image_ids(dataset: DetectionDataset) -> None:
+    """Devkit files are whitespace-separated: an image id holding a space cannot be written (check it early)."""
     for image_id in dataset.image_ids:
         if not image_id or any(ch.isspace() for ch in image_id):
             raise UserError(f"image id {image_id!r} of {dataset.name} cannot be written to a devkit file "
                             "(ids are whitespace-separated there)")
+
+
+def write_voc_results(folder: str | Path, dataset: DetectionDataset, predictions, split: str = "test") -> list[Path]:
+    """One devkit file per class (empty when the class has no detections), written atomically."""
+    predictions = as_numpy_predictions(dataset, predictions)
+    check_devkit_image_ids(dataset)
     lines: list[list[str]] = [[] for _ in dataset.classes]
     for image_id, pred in zip(dataset.image_ids, predictions):
         voc = convert_boxes(pred["boxes"].astype(np.float64), "xyxy", "voc")

@@ -29,9 +29,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
-from tqdm import tqdm
-
 from detect.engine.checkpoint import atomic_write_bytes, current_umask
+from detect.engine.progress import progress_bar
 from detect.errors import UserError
 
 MANIFEST = "manifest.json"
@@ -197,7 +196,7 @@ def ensure_proposals(dataset, proposer, root: str | Path, workers: int = 0, prog
     claim_manifest(cache_dir, manifest)
     missing = missing_indices(dataset, cache_dir)
     todo = missing if limit is None else missing[:limit]
-    bar = tqdm(total=len(dataset), initial=len(dataset) - len(missing),
+    bar = progress_bar(total=len(dataset), initial=len(dataset) - len(missing),
                desc=f"proposals {cache_dir.name}", unit="img", disable=not progress)
     with bar:
         if workers <= 0:
