@@ -147,6 +147,25 @@ class DetectionDataset(Dataset):
         for index in range(len(self.records)):
             self.load_image(index)
 
+    def image_report(self) -> dict:
+        """Decode every image: {"decoded": n, "damaged": [paths decoded only in part (truncated)],
+        "unreadable": [one message per image that cannot be used: missing, undecodable, wrong size]}."""
+        from detect.data import images
+
+        report = {"decoded": 0, "damaged": [], "unreadable": []}
+        for index, record in enumerate(self.records):
+            before = len(images.damaged_images)
+            was_known = str(record.image_path) in images.damaged_images
+            try:
+                self.load_image(index)
+            except DatasetError as err:
+                report["unreadable"].append(str(err))
+                continue
+            report["decoded"] += 1
+            if was_known or len(images.damaged_images) > before:
+                report["damaged"].append(str(record.image_path))
+        return report
+
     def target(self, index: int, training: bool = False) -> dict:
         record = self.records[index]
         keep = ~record.iscrowd if training else np.ones(len(record.labels), dtype=bool)

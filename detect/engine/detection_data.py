@@ -7,6 +7,7 @@ not by worker RNG, so a resumed run sees exactly the flips the uninterrupted run
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,8 @@ from detect.data.spec import build_dataset
 from detect.engine import distributed as dist_utils
 from detect.engine.detection_config import ProposalConfig
 from detect.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 
 def join_datasets(specs: list[str], classes: list[str] | None = None) -> DetectionDataset:
@@ -56,25 +59,67 @@ def cache_root(dataset: DetectionDataset, cfg: ProposalConfig) -> Path:
     return dataset_cache_root(dataset, cfg.cache_dir)
 
 
-def cached_proposals(dataset: DetectionDataset, cfg: ProposalConfig, progress: bool = True) -> Path:
-    """The dataset's proposal cache directory, computing what is missing (rank 0 only) first."""
+def cached_proposals(dataset: DetectionDataset, cfg: ProposalConfig, progress: bool = True,
+                     strict_images: bool = False) -> Path:
+    """The dataset's proposal cache directory, computing what is missing (rank 0 only) first.
+
+    An image that cannot be decoded is skipped (recorded in the cache; `ProposalDataset` leaves it
+    out), or with `strict_images` (data.strict_images) a DatasetError naming it."""
     from detect.proposals import build_proposer
     from detect.proposals.cache import ensure_proposals
 
     proposer = build_proposer(cfg.method, **cfg.params)
     root = cache_root(dataset, cfg)
     if dist_utils.is_main_process():
-        ensure_proposals(dataset, proposer, root, workers=cfg.workers, progress=progress)
+        ensure_proposals(dataset, proposer, root, workers=cfg.workers, progress=progress, strict_images=strict_images)
     dist_utils.barrier()
     # every process checks the manifest (nothing is left to compute by now)
-    return ensure_proposals(dataset, proposer, root, workers=0, progress=False)
+    return ensure_proposals(dataset, proposer, root, workers=0, progress=False, strict_images=strict_images)
+
+
+def without_unreadable(dataset: DetectionDataset, cache_dir: Path) -> DetectionDataset:
+    """The dataset less the images its proposal cache recorded as undecodable (counted in `skips`, logged once)."""
+    from detect.data.dataset import DatasetSubset
+    from detect.proposals.cache import unreadable_images
+
+    unreadable = unreadable_images(dataset, cache_dir)
+    if not unreadable:
+        return dataset
+    subset = DatasetSubset(dataset, [i for i in range(len(dataset)) if i not in unreadable], name=dataset.name)
+    for reason, count in dataset.skips.counts.items():
+        subset.skips.counts[reason] = count
+        subset.skips.examples[reason] = dataset.skips.examples[reason]
+    for message in unreadable.values():
+        subset.skips.add(UNREADABLE, message)
+    logger.warning("%s: left out %d unreadable image(s) (first: %s); data.strict_images=true makes this an error",
+                   dataset.name, len(unreadable), next(iter(unreadable.values())))
+    return subset
+
+
+UNREADABLE = "unreadable images"
+
+
+def predictions_for(dataset: DetectionDataset, used: DetectionDataset, predictions: list[dict]) -> list[dict]:
+    """Predictions on `used` (the dataset, or its subset less unreadable images) aligned with `dataset`:
+    no detections for the images left out, so written results keep the dataset's image ids."""
+    if used is dataset:
+        return predictions
+    from detect.evaluation.results import empty_predictions
+
+    full = empty_predictions(len(dataset))
+    for prediction, index in zip(predictions, used.indices):
+        full[index] = prediction
+    return full
 
 
 class ProposalDataset(Dataset):
-    """item (index or (index, sample_seed)) -> (image float [3,H,W], target, proposals float [R,4])."""
+    """item (index or (index, sample_seed)) -> (image float [3,H,W], target, proposals float [R,4]).
+
+    Images the proposal cache recorded as undecodable are left out (`self.dataset` is then the
+    subset that is used: score predictions against it)."""
 
     def __init__(self, dataset: DetectionDataset, cache_dir: Path, max_per_image: int, flip: bool = False) -> None:
-        self.dataset = dataset
+        self.dataset = without_unreadable(dataset, Path(cache_dir))
         self.cache_dir = Path(cache_dir)
         self.max_per_image = max_per_image
         self.flip = flip

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import tempfile
@@ -29,9 +30,12 @@ from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
+
 from detect.engine.checkpoint import atomic_write_bytes, current_umask
 from detect.engine.progress import progress_bar
-from detect.errors import UserError
+from detect.errors import DatasetError, UserError
+
+logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 
@@ -158,19 +162,31 @@ def content_fingerprint(dataset) -> str:
 _WORKER: dict = {}
 
 
-def _init_worker(dataset, proposer, cache_dir: Path, threads: int | None = None) -> None:
+def _init_worker(dataset, proposer, cache_dir: Path, threads: int | None = None, strict_images: bool = False) -> None:
     if threads is not None:  # worker processes: one thread each, the processes are the parallelism
         import cv2
         import torch
 
         cv2.setNumThreads(threads)
         torch.set_num_threads(threads)
-    _WORKER.update(dataset=dataset, proposer=proposer, cache_dir=cache_dir)
+    _WORKER.update(dataset=dataset, proposer=proposer, cache_dir=cache_dir, strict_images=strict_images)
+
+
+def unreadable_path(cache_dir: str | Path, image_id: str) -> Path:
+    """The marker left for an image that could not be decoded (its text: the reason)."""
+    return Path(cache_dir) / f"{quote(str(image_id), safe='')}.unreadable"
 
 
 def _compute_one(index: int) -> int:
     dataset, proposer, cache_dir = _WORKER["dataset"], _WORKER["proposer"], _WORKER["cache_dir"]
-    image = dataset.load_image(index)
+    try:
+        image = dataset.load_image(index)
+    except DatasetError as err:
+        if _WORKER.get("strict_images"):
+            raise
+        text = str(err).encode()
+        atomic_write_bytes(unreadable_path(cache_dir, dataset.records[index].image_id), lambda fh: fh.write(text))
+        return index
     start = time.perf_counter()
     boxes, scores = proposer.propose(image)
     seconds = time.perf_counter() - start
@@ -179,15 +195,28 @@ def _compute_one(index: int) -> int:
 
 
 def missing_indices(dataset, cache_dir: Path) -> list[int]:
-    return [i for i, r in enumerate(dataset.records) if not proposal_path(cache_dir, r.image_id).is_file()]
+    return [i for i, r in enumerate(dataset.records) if not proposal_path(cache_dir, r.image_id).is_file()
+            and not unreadable_path(cache_dir, r.image_id).is_file()]
+
+
+def unreadable_images(dataset, cache_dir: str | Path) -> dict[int, str]:
+    """index -> reason, for the dataset's images the cache recorded as undecodable (and has no proposals for)."""
+    found = {}
+    for i, record in enumerate(dataset.records):
+        marker = unreadable_path(cache_dir, record.image_id)
+        if marker.is_file() and not proposal_path(cache_dir, record.image_id).is_file():
+            found[i] = marker.read_text(errors="replace").strip() or f"{record.image_path}: unreadable"
+    return found
 
 
 def ensure_proposals(dataset, proposer, root: str | Path, workers: int = 0, progress: bool = True,
-                     limit: int | None = None) -> Path:
+                     limit: int | None = None, strict_images: bool = False) -> Path:
     """Compute the proposals missing under `cache_dir_for(proposer, root)` and return that directory.
 
     workers = 0 computes in this process; N > 0 uses N worker processes (spawned, one thread each).
     `limit` stops after computing that many images (the rest is left for a later, resuming call).
+    An image that cannot be decoded is a DatasetError with `strict_images`, else it is skipped: a
+    `<id>.unreadable` marker holds the reason (`unreadable_images` lists them; one log line counts them).
     """
     cache_dir = cache_dir_for(proposer, root)
     manifest = {"method": method_name(proposer), "params": proposer.params(),
@@ -200,13 +229,20 @@ def ensure_proposals(dataset, proposer, root: str | Path, workers: int = 0, prog
                desc=f"proposals {cache_dir.name}", unit="img", disable=not progress)
     with bar:
         if workers <= 0:
-            _init_worker(dataset, proposer, cache_dir)
+            _init_worker(dataset, proposer, cache_dir, strict_images=strict_images)
             for index in todo:
                 _compute_one(index)
                 bar.update()
         elif todo:
             with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                                     initargs=(dataset, proposer, cache_dir, 1)) as pool:
+                                     initargs=(dataset, proposer, cache_dir, 1, strict_images)) as pool:
                 for _ in pool.map(_compute_one, todo, chunksize=1):
                     bar.update()
+    skipped = unreadable_images(dataset, cache_dir)
+    if skipped and strict_images:
+        raise DatasetError(f"{next(iter(skipped.values()))} (data.strict_images; {len(skipped)} such image(s), "
+                           f"markers in {cache_dir})")
+    if skipped and todo:
+        logger.warning("%s: skipped %d unreadable image(s), no proposals (first: %s)",
+                       getattr(dataset, "name", "dataset"), len(skipped), next(iter(skipped.values())))
     return cache_dir
