@@ -201,10 +201,11 @@ def missing_indices(dataset, cache_dir: Path) -> list[int]:
 
 def unreadable_images(dataset, cache_dir: str | Path) -> dict[int, str]:
     """index -> reason, for the dataset's images the cache recorded as undecodable (and has no proposals for)."""
+    markers = {p.name for p in Path(cache_dir).glob("*.unreadable")}  # one listing, not a stat per image
     found = {}
-    for i, record in enumerate(dataset.records):
+    for i, record in enumerate(dataset.records if markers else []):
         marker = unreadable_path(cache_dir, record.image_id)
-        if marker.is_file() and not proposal_path(cache_dir, record.image_id).is_file():
+        if marker.name in markers and not proposal_path(cache_dir, record.image_id).is_file():
             found[i] = marker.read_text(errors="replace").strip() or f"{record.image_path}: unreadable"
     return found
 
