@@ -83,6 +83,7 @@ def measure_detector(cfg: DetectionConfig, checkpoint: str | Path, detections_pa
     dataset = build_dataset(cfg.data.test, cfg.data.classes)
     cache_dir = cached_proposals(dataset, cfg.proposals, progress=cfg.train.progress)
     data = ProposalDataset(dataset, cache_dir, cfg.proposals.max_per_image)
+    dataset = data.dataset  # less any image the proposal cache found undecodable (counted, logged)
     rss_before_model, _ = peak_rss_bytes()
     model, cfg, classes = load_detector(checkpoint, cfg, dataset.classes, device)
     gflops, flop_proposals = detector_gflops(model, data, device)
