@@ -20,12 +20,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--config", default=str(DEMO_CONFIG), help="demo config (default configs/demo.yaml)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.steps=300")
     parser.add_argument("--device", help="auto | cpu | cuda[:i] (default: the config's, auto)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the effective config (after base: and overrides), each key with its meaning, and exit")
 
 
 def main(args) -> int:
     import json
 
-    from detect.config import load_config
+    from detect.config import load_config, print_config
     from detect.data.spec import build_dataset
     from detect.engine.checkpoint import atomic_write_bytes
     from detect.engine.detection_config import DetectionConfig
@@ -42,6 +44,9 @@ def main(args) -> int:
         overrides += [f"data.train=[shapes:{args.images}:{args.seed}:train]", f"data.test=shapes:{args.images}:{args.seed}:test"]
     overrides += list(args.overrides) + ([f"train.device={args.device}"] if args.device else [])
     cfg = load_config(DetectionConfig, args.config, overrides)
+    if args.print_config:
+        print_config(cfg, args.config, overrides)
+        return 0
     print(f"detect demo: {cfg.model.backbone} x{cfg.model.width} ({cfg.model.mode} mode) on {cfg.data.train} "
           f"-> {cfg.data.test}, {cfg.train.steps} steps; outputs in {out}/", flush=True)
 

@@ -26,10 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
                         help="checkpoint(s) to evaluate (repeat for an ensemble); default <run.out_dir>/best.pth")
     parser.add_argument("--no-eval", action="store_true", help="skip the evaluation table after training")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the effective config (after base: and overrides), each key with its meaning, and exit")
 
 
 def main(args: argparse.Namespace) -> int:
-    from detect.config import load_config
+    from detect.config import load_config, print_config
     from detect.engine import distributed as dist_utils
     from detect.engine.classification_config import PretrainConfig
     from detect.engine.classification_trainer import BEST_CHECKPOINT, LAST_CHECKPOINT, ClassificationTrainer
@@ -38,6 +40,9 @@ def main(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides) + ([f"run.device={args.device}"] if args.device else [])
     cfg = load_config(PretrainConfig, args.config, overrides)
+    if args.print_config:
+        print_config(cfg, args.config, overrides)
+        return 0
     out_dir = Path(cfg.run.out_dir)
     if not args.eval_only:
         try:

@@ -10,18 +10,20 @@ from pathlib import Path
 
 def add_arguments(parser) -> None:
     parser.add_argument("--config", required=True, help="the YAML config the detector was trained with")
-    parser.add_argument("--checkpoint", required=True, help="detector checkpoint from `detect train`")
+    parser.add_argument("--checkpoint", help="detector checkpoint from `detect train` (required unless --print-config)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. test.nms_iou=0.4")
     parser.add_argument("--data", help="dataset spec to test on (default: data.test of the config)")
     parser.add_argument("--out", help="output folder (default: <train.out_dir>/test)")
     parser.add_argument("--metrics", default="voc07,voc12,coco", help="comma-separated (default voc07,voc12,coco)")
     parser.add_argument("--device", help="auto | cpu | cuda[:i] (overrides train.device)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the effective config (after base: and overrides), each key with its meaning, and exit")
 
 
 def main(args) -> int:
     import json
 
-    from detect.config import load_config
+    from detect.config import load_config, print_config
     from detect.data.spec import build_dataset
     from detect.engine.checkpoint import atomic_write_bytes
     from detect.engine.detection_config import DetectionConfig
@@ -34,6 +36,11 @@ def main(args) -> int:
 
     overrides = list(args.overrides) + ([f"train.device={args.device}"] if args.device else [])
     cfg = load_config(DetectionConfig, args.config, overrides)
+    if args.print_config:
+        print_config(cfg, args.config, overrides)
+        return 0
+    if not args.checkpoint:
+        raise UserError("--checkpoint is required: the detector checkpoint from `detect train`")
     spec = args.data or cfg.data.test
     if not spec:
         raise UserError(f"{args.config}: no test data: set data.test or pass --data SPEC")

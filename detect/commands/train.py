@@ -16,10 +16,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
                         help="continue from train.out_dir/last.pth (or the given checkpoint), same step and schedule")
     parser.add_argument("--device", help="auto | cpu | cuda[:i] (overrides train.device)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the effective config (after base: and overrides), each key with its meaning, and exit")
 
 
 def main(args) -> int:
-    from detect.config import load_config
+    from detect.config import load_config, print_config
     from detect.engine.detection_config import DetectionConfig
     from detect.engine.detection_trainer import train_detector
     from detect.engine.distributed import is_main_process
@@ -27,6 +29,9 @@ def main(args) -> int:
 
     overrides = list(args.overrides) + ([f"train.device={args.device}"] if args.device else [])
     cfg = load_config(DetectionConfig, args.config, overrides)
+    if args.print_config:
+        print_config(cfg, args.config, overrides)
+        return 0
     results = train_detector(cfg, weights=args.weights, resume=args.resume)
     if is_main_process():
         for metric, result in results.items():

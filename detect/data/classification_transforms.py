@@ -69,17 +69,17 @@ def estimate_rgb_pca(images, max_pixels_per_image: int = 4096, seed: int = 0) ->
 class AugmentConfig:
     """Training augmentation. `crop: scale` is VGG/ResNet (rescale to S then crop); `area` is GoogLeNet."""
 
-    crop: Literal["scale", "area"] = "scale"
-    crop_size: int = 224
+    crop: Literal["scale", "area"] = "scale"  # scale: rescale to S, crop (VGG/ResNet); area: area crop (GoogLeNet)
+    crop_size: int = 224  # side of the square training crop
     scale: list[int] = field(default_factory=lambda: [256, 256])  # [Smin, Smax]; equal -> fixed S
-    area: list[float] = field(default_factory=lambda: [0.08, 1.0])
-    aspect: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
-    flip: bool = True
+    area: list[float] = field(default_factory=lambda: [0.08, 1.0])  # crop=area: [min, max] fraction of the image
+    aspect: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])  # crop=area: [min, max] aspect ratio
+    flip: bool = True  # random horizontal flips
     pca_std: float = 0.1  # AlexNet colour shift; 0 turns it off
     photometric: float = 0.0  # brightness/contrast/saturation jitter strength (GoogLeNet); 0 = off
     normalize: Literal["none", "mean", "mean_std"] = "none"  # "mean" = VGG's mean-RGB subtraction
-    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
-    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))  # RGB mean (0..1) for normalize
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))  # RGB std (0..1) for normalize=mean_std
 
     def validate(self) -> None:
         if len(self.scale) != 2 or not 0 < self.scale[0] <= self.scale[1]:

@@ -20,14 +20,14 @@ class DataConfig:
     test: str | None = None  # `detect test` default
     classes: list[str] | None = None  # None: the training set's own class list
     flip: bool = True  # horizontal flips in training (image, boxes and proposals together)
-    workers: int = 2
+    workers: int = 2  # DataLoader worker processes reading training images (0: in the main process)
 
 
 @dataclass
 class ProposalConfig:
-    method: str = "selective_search"
-    params: dict = field(default_factory=lambda: {"strategy": "fast"})
-    cache_dir: str = "cache/proposals"
+    method: str = "selective_search"  # proposer: selective_search | selectivesearch | multibox | combined
+    params: dict = field(default_factory=lambda: {"strategy": "fast"})  # the proposer's parameters (see `detect propose`)
+    cache_dir: str = "cache/proposals"  # proposal caches, one folder per dataset spec
     workers: int = 2  # processes computing missing proposals
     max_per_image: int = 2000  # the top-ranked proposals kept (R-CNN: ~2000 Selective Search boxes)
 
@@ -41,23 +41,23 @@ class TrainConfig:
     steps: int = 40000  # SGD steps (classifier + joint localisation)
     box_steps: int = 0  # model.box_training=separate: steps afterwards training only the localisation head
     images_per_batch: int = 2  # per process (Fast R-CNN: 2 images x 64 RoIs; R-CNN: 128 regions over them)
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    lr: float = 1e-3  # base learning rate (SGD)
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 5e-4  # L2 weight decay
     lr_steps: list[int] = field(default_factory=lambda: [30000])  # lr *= lr_gamma at these steps
-    lr_gamma: float = 0.1
+    lr_gamma: float = 0.1  # lr multiplier at each of lr_steps
     warmup_steps: int = 0  # linear warm-up from lr / 10
-    grad_clip: float | None = None
-    seed: int = 0
-    checkpoint_every: int = 1000
+    grad_clip: float | None = None  # clip the gradient norm to this (None: no clipping)
+    seed: int = 0  # initial weights, sample order, flips and region sampling
+    checkpoint_every: int = 1000  # steps between checkpoints (out_dir/last.pth); also at the end and on SIGTERM/SIGINT
     eval_every: int = 0  # 0: only at the end
-    log_every: int = 20
-    metrics: list[str] = field(default_factory=lambda: ["voc07", "coco"])
-    out_dir: str = "runs/detector"
-    device: str = "auto"
+    log_every: int = 20  # steps between log lines (metrics.jsonl, TensorBoard)
+    metrics: list[str] = field(default_factory=lambda: ["voc07", "coco"])  # evaluation on data.val: voc07 | voc12 | coco
+    out_dir: str = "runs/detector"  # checkpoints (last.pth), metrics.jsonl and TensorBoard logs
+    device: str = "auto"  # auto | cpu | cuda[:i]
     threads: int | None = None  # torch CPU threads (None: torch's default); 1 is fastest on a busy CPU
-    amp: bool = True
-    progress: bool = True
+    amp: bool = True  # mixed precision on CUDA (bf16 where supported)
+    progress: bool = True  # progress bars
 
     def validate(self) -> None:
         if self.steps < 0 or self.box_steps < 0 or self.images_per_batch < 1:
@@ -69,11 +69,11 @@ class TrainConfig:
 
 @dataclass
 class DetectionConfig:
-    data: DataConfig = field(default_factory=DataConfig)
-    proposals: ProposalConfig = field(default_factory=ProposalConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    test: InferenceConfig = field(default_factory=InferenceConfig)
+    data: DataConfig = field(default_factory=DataConfig)  # datasets (spec strings, see README)
+    proposals: ProposalConfig = field(default_factory=ProposalConfig)  # region proposals and their cache
+    model: ModelConfig = field(default_factory=ModelConfig)  # the detector: backbone, mode, region features, box head
+    train: TrainConfig = field(default_factory=TrainConfig)  # the training run
+    test: InferenceConfig = field(default_factory=InferenceConfig)  # detection post-processing (scores, NMS)
 
     def validate(self) -> None:
         if self.model.box_training == "separate" and self.train.box_steps == 0 and self.model.box_regression != "none":

@@ -36,21 +36,21 @@ CHECKPOINT_NAME = "multibox.pth"
 @dataclass
 class DataConfig:
     train: str = ""  # dataset spec, e.g. voc:../shared/datasets/BCCD:train
-    val: str | None = None
-    hflip: bool = True
-    vflip: bool = False
-    workers: int = 0
+    val: str | None = None  # dataset spec validated after every epoch (None: none)
+    hflip: bool = True  # random horizontal flips
+    vflip: bool = False  # random vertical flips
+    workers: int = 0  # DataLoader worker processes (0: in the main process)
 
 
 @dataclass
 class ModelConfig:
-    backbone: str = "googlenet"
-    width: float = 1.0
-    num_priors: int = 200
-    input_size: int = 224
+    backbone: str = "googlenet"  # a name of `detect backbones`
+    width: float = 1.0  # channel multiplier (thin versions of the same topology)
+    num_priors: int = 200  # K: boxes predicted per image (k-means priors of the training boxes)
+    input_size: int = 224  # images resized to this square size
     grid_size: int = 7  # trunk features are pooled to grid_size x grid_size before the FC
-    hidden: int = 1024
-    dropout: float = 0.5
+    hidden: int = 1024  # units of the hidden FC layer
+    dropout: float = 0.5  # dropout before the output layer
     backbone_weights: str | None = None  # a state_dict / checkpoint of the backbone (e.g. ImageNet-pretrained)
 
     def validate(self) -> None:
@@ -62,45 +62,45 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    alpha: float = 0.3
+    alpha: float = 0.3  # weight of the location term in the matching cost and loss
     # What ground truth is matched against. The paper's full objective is match_to=predictions with
     # match_confidence=true (cost alpha/2 ||l-g||^2 - logit); with priors (Erhan et al.'s "training with
     # priors") and no confidence term the matching is pure geometry and cannot reinforce itself.
-    match_to: Literal["predictions", "priors"] = "priors"
-    match_confidence: bool = False
+    match_to: Literal["predictions", "priors"] = "priors"  # ground truth matched to the predictions or the priors
+    match_confidence: bool = False  # include the confidence in the matching cost
 
 
 @dataclass
 class OptimConfig:
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    epochs: int = 20
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # sgd (with momentum) or adamw
+    lr: float = 0.01  # base learning rate
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 5e-4  # weight decay
+    epochs: int = 20  # training epochs
     milestones: list[int] = field(default_factory=lambda: [15])  # epochs at which lr *= gamma
-    gamma: float = 0.1
-    batch_size: int = 8
-    grad_clip: float | None = 10.0
+    gamma: float = 0.1  # lr multiplier at each milestone
+    batch_size: int = 8  # images per step (per process)
+    grad_clip: float | None = 10.0  # clip the gradient norm to this (None: no clipping)
 
 
 @dataclass
 class RunConfig:
-    output_dir: str = "runs/multibox"
-    device: str = "auto"
-    seed: int = 0
-    resume: bool = True
-    amp: bool = True
-    log_every: int = 10
-    eval_top_k: int = 200
+    output_dir: str = "runs/multibox"  # the checkpoint (multibox.pth) and metrics.jsonl
+    device: str = "auto"  # auto | cpu | cuda[:i]
+    seed: int = 0  # priors, initial weights, sample order and flips
+    resume: bool = True  # continue from output_dir/multibox.pth when it exists
+    amp: bool = True  # mixed precision on CUDA
+    log_every: int = 10  # steps between log lines
+    eval_top_k: int = 200  # validation recall counts the top-k boxes
 
 
 @dataclass
 class MultiBoxTrainConfig:
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)  # training (and validation) dataset
+    model: ModelConfig = field(default_factory=ModelConfig)  # the MultiBox network
+    loss: LossConfig = field(default_factory=LossConfig)  # matching and loss
+    optim: OptimConfig = field(default_factory=OptimConfig)  # optimizer and schedule
+    run: RunConfig = field(default_factory=RunConfig)  # outputs, device, seed, resume
 
     def validate(self) -> None:
         if not self.data.train:

@@ -29,8 +29,8 @@ class ClassificationEvalConfig:
     scales: list[int] = field(default_factory=lambda: [224, 256, 288])  # Q list of the multi-scale protocols
     grid: int = 5  # multi-crop: grid x grid crop positions per scale (x2 flips)
     crop_batch: int = 50  # crops run through the model at once
-    protocols: list[str] = field(default_factory=lambda: list(PROTOCOLS))
-    workers: int = 2
+    protocols: list[str] = field(default_factory=lambda: list(PROTOCOLS))  # which of the protocols to run
+    workers: int = 2  # DataLoader worker processes (0: in the main process)
 
     def validate(self) -> None:
         unknown = [p for p in self.protocols if p not in PROTOCOLS]

@@ -27,32 +27,32 @@ from detect.models.samplers import RegionSampler, SampledRegions, SamplerConfig,
 
 @dataclass
 class ModelConfig:
-    backbone: str = "vgg16"
+    backbone: str = "vgg16"  # a name of `detect backbones` (vgg16, resnet101, googlenet, ...)
     width: float = 1.0  # channel multiplier: thin versions of the same topology for CPU demos and tests
-    backbone_options: dict = field(default_factory=dict)
-    mode: Literal["fast", "rcnn"] = "fast"
+    backbone_options: dict = field(default_factory=dict)  # passed to backbones.build_backbone
+    mode: Literal["fast", "rcnn"] = "fast"  # fast: Fast R-CNN (RoI pooling); rcnn: R-CNN (warped regions)
     # fast mode: shortest side drawn from train_scales per image, test_scale at test, longest <= max_size
-    train_scales: list[int] = field(default_factory=lambda: [600])
-    test_scale: int = 600
-    max_size: int = 1000
-    roi_pool: Literal["align", "pool"] = "align"
+    train_scales: list[int] = field(default_factory=lambda: [600])  # fast mode: training shorter sides, one drawn per image
+    test_scale: int = 600  # fast mode: shorter side at test
+    max_size: int = 1000  # fast mode: longest side at most
+    roi_pool: Literal["align", "pool"] = "align"  # fast mode: RoIAlign or RoIPool
     # RoIAlign samples per bin side: 1 costs a quarter of torchvision's usual 2 (at 2000 RoIs on a CPU that
     # is ~10% of the whole detector's time); Mask R-CNN found AP insensitive to the number of samples
-    roi_sampling_ratio: int = 1
+    roi_sampling_ratio: int = 1  # RoIAlign samples per bin side
     # Fast R-CNN: the RoI layer replaces the head's first max-pool (VGG pool5, GoogLeNet pool4) and
     # pools straight to 7x7; false pools to 14x14 and keeps that pool. ResNet (conv5) always takes 14x14.
-    roi_replaces_pool: bool = True
+    roi_replaces_pool: bool = True  # RoIs pooled to 7x7 in place of the head's first max-pool
     # rcnn mode: every region warped to warp_size with context_padding pixels of surround
-    warp_size: int = 224
-    context_padding: int = 16
+    warp_size: int = 224  # rcnn mode: regions warped to this square size
+    context_padding: int = 16  # rcnn mode: pixels of surrounding context in the warp
     chunk_size: int = 256  # regions through the head (fast) or the whole backbone (rcnn) at once
     # localisation head: per-class (pcr), single-class (scr) or none; trained jointly with the
     # classifier or as a separate stage (see detection_trainer); on regions with IoU >= box_iou
-    box_regression: Literal["pcr", "scr", "none"] = "pcr"
-    box_training: Literal["joint", "separate"] = "joint"
-    box_iou: float = 0.5
-    box_stds: list[float] = field(default_factory=lambda: [0.1, 0.1, 0.2, 0.2])
-    box_loss_weight: float = 1.0
+    box_regression: Literal["pcr", "scr", "none"] = "pcr"  # localisation: per-class, single-class or none
+    box_training: Literal["joint", "separate"] = "joint"  # with the classifier, or a stage after it
+    box_iou: float = 0.5  # regions with IoU >= this to a box train the localisation head
+    box_stds: list[float] = field(default_factory=lambda: [0.1, 0.1, 0.2, 0.2])  # box targets divided by these (x, y, w, h)
+    box_loss_weight: float = 1.0  # weight of the Euclidean box loss
     sampler: SamplerConfig | None = None  # None: the paper's sampler for the mode
 
     def validate(self) -> None:

@@ -16,9 +16,9 @@ from detect.models.box_coder import BoxCoder
 
 @dataclass
 class InferenceConfig:
-    score_threshold: float = 0.05
-    nms_iou: float = 0.3
-    max_detections: int = 100
+    score_threshold: float = 0.05  # detections scoring at most this are dropped
+    nms_iou: float = 0.3  # per-class NMS IoU threshold
+    max_detections: int = 100  # detections kept per image
     refine_iterations: int = 0  # re-score the regressed boxes this many times (iterative refinement)
 
     def validate(self) -> None:

@@ -22,11 +22,11 @@ class SamplerConfig:
     """Paper settings: `rcnn_sampler()` and `fast_rcnn_sampler()` below."""
 
     batch_size: int = 64  # regions per image (per_image) or per whole batch (R-CNN)
-    fg_fraction: float = 0.25
-    fg_iou: float = 0.5
-    bg_iou_low: float = 0.1
-    bg_iou_high: float = 0.5
-    per_image: bool = True
+    fg_fraction: float = 0.25  # at most this fraction of batch_size foreground
+    fg_iou: float = 0.5  # foreground: IoU >= this to a ground-truth box
+    bg_iou_low: float = 0.1  # background: IoU in [bg_iou_low, bg_iou_high)
+    bg_iou_high: float = 0.5  # upper end of the background IoU range
+    per_image: bool = True  # balance per image (Fast R-CNN) or over the whole batch (R-CNN)
 
     def validate(self) -> None:
         if self.batch_size < 1:
