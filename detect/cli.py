@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import shlex
 import sys
 
+from detect.engine.interrupt import Interrupted
 from detect.errors import UserError
 
 # name -> (module, one-line help). A plain table: what you read here is what gets built.
@@ -61,6 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv[1:])
     try:
         return int(module.main(args) or 0)
+    except Interrupted as stop:  # a signalled stop, checkpoint written: exit 130 (SIGINT) / 143 (SIGTERM)
+        if os.environ.get("RANK", "0") == "0":
+            again = ["detect", *argv] + ([stop.resume_flag] if stop.resume_flag and stop.resume_flag not in argv else [])
+            where = f" at step {stop.step}" if stop.step is not None else ""
+            print(f"detect {ns.command}: stopped by {stop.signal_name}{where}; checkpoint {stop.checkpoint}; "
+                  f"resume with: {shlex.join(again)}", file=sys.stderr, flush=True)
+        return stop.exit_code
     except UserError as err:
         print(f"detect {ns.command}: error: {err}", file=sys.stderr)
         return 2

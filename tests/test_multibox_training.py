@@ -7,6 +7,7 @@ import torch
 
 from detect.config import load_config
 from detect.engine.checkpoint import load_checkpoint
+from detect.engine.interrupt import Interrupted
 from detect.engine.multibox_trainer import MultiBoxTrainConfig, train_multibox
 from detect.errors import ConfigError
 from detect.proposals import build_proposer
@@ -91,7 +92,7 @@ def test_combined_proposer_merges_real_selective_search_and_multibox(trained):
     assert combined.params()["multibox"]["top_k"] == 3
 
 
-def test_sigterm_mid_epoch_checkpoints_and_the_rerun_finishes_like_a_straight_run(trained, tmp_path, capsys):
+def test_sigterm_mid_epoch_checkpoints_and_the_rerun_finishes_like_a_straight_run(trained, tmp_path):
     import signal
 
     from detect.proposals.multibox import MultiBoxNet
@@ -107,11 +108,13 @@ def test_sigterm_mid_epoch_checkpoints_and_the_rerun_finishes_like_a_straight_ru
     cfg = tiny_config(tmp_path, "stopped", "optim.epochs=2")
     hook = torch.nn.modules.module.register_module_forward_hook(terminate_on_second_step)
     try:
-        path = train_multibox(cfg)
+        with pytest.raises(Interrupted, match="stopped by SIGTERM") as stop:
+            train_multibox(cfg)
     finally:
         hook.remove()
+    assert stop.value.exit_code == 143 and stop.value.resume_flag is None  # rerunning the command resumes
+    path = stop.value.checkpoint
     stopped = load_checkpoint(path)
-    assert "stopped by SIGTERM" in capsys.readouterr().out
     assert (stopped["epoch"], stopped["batches_done"], stopped["step"], stopped["finished"]) == (0, 2, 2, False)
     resumed, straight = load_checkpoint(train_multibox(cfg)), load_checkpoint(trained[0])
     assert resumed["step"] == 6 and resumed["finished"]

@@ -3,6 +3,8 @@ Fast R-CNN detector trained from scratch -> VOC07/VOC12/COCO evaluation on the h
 
 Writes OUT/metrics.json, OUT/pr_curve.png and a few drawn detections (OUT/detections_*.png);
 the configuration is configs/demo.yaml (any key can be overridden, e.g. train.steps=300).
+Ctrl-C during training stops it with a checkpoint (OUT/run/last.pth; exit status 130, nothing is
+evaluated); the same command with --resume continues it to the result an uninterrupted run gives.
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--config", default=str(DEMO_CONFIG), help="demo config (default configs/demo.yaml)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.steps=300")
     parser.add_argument("--device", help="auto | cpu | cuda[:i] (default: the config's, auto)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the training a Ctrl-C stopped, from OUT/run/last.pth (same options as before)")
     parser.add_argument("--print-config", action="store_true",
                         help="print the effective config (after base: and overrides), each key with its meaning, and exit")
 
@@ -33,7 +37,8 @@ def main(args) -> int:
     from detect.engine.detection_config import DetectionConfig
     from detect.engine.detection_data import ProposalDataset, cached_proposals
     from detect.engine.detection_inference import evaluate_predictions, predict
-    from detect.engine.detection_trainer import DetectionTrainer
+    from detect.engine.detection_trainer import LAST_CHECKPOINT, DetectionTrainer
+    from detect.errors import UserError
     from detect.evaluation.evaluate import format_table
     from detect.report.detections import draw_detections, plot_precision_recall, precision_recall_curves, write_image
 
@@ -50,7 +55,11 @@ def main(args) -> int:
     print(f"detect demo: {cfg.model.backbone} x{cfg.model.width} ({cfg.model.mode} mode) on {cfg.data.train} "
           f"-> {cfg.data.test}, {cfg.train.steps} steps; outputs in {out}/", flush=True)
 
-    trainer = DetectionTrainer(cfg)  # renders the shapes and computes their proposals on first use
+    checkpoint = Path(cfg.train.out_dir) / LAST_CHECKPOINT
+    if args.resume and not checkpoint.is_file():
+        raise UserError(f"{checkpoint}: no checkpoint to resume; run `detect demo` with the same --out first")
+    # renders the shapes and computes their proposals on first use; a Ctrl-C in fit() saves and exits 130
+    trainer = DetectionTrainer(cfg, resume=args.resume)
     print(f"[{time.perf_counter() - start:5.0f}s] proposals ready; training", flush=True)
     trainer.fit()
     print(f"[{time.perf_counter() - start:5.0f}s] trained; evaluating on {cfg.data.test}", flush=True)

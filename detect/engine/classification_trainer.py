@@ -35,7 +35,7 @@ from detect.engine import distributed as dist_utils
 from detect.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from detect.engine.classification_config import PretrainConfig
 from detect.engine.device import autocast, grad_scaler, prepare_model, resolve_device
-from detect.engine.interrupt import GracefulStop
+from detect.engine.interrupt import GracefulStop, Interrupted
 from detect.engine.metric_logger import MetricLogger
 from detect.errors import UserError
 
@@ -213,10 +213,11 @@ class ClassificationTrainer:
                     finished_epoch = self.train_epoch(logger, stop)
                     if not finished_epoch:
                         self.save()
-                        reason = stop.signal_name or f"max_steps={run.max_steps}"
+                        if stop.requested:  # `detect` exits 130 (SIGINT) / 143 (SIGTERM), see detect/cli.py
+                            raise Interrupted(stop.signal_name, self.out_dir / LAST_CHECKPOINT, self.state.step)
                         if dist_utils.is_main_process():
-                            print(f"stopped at step {self.state.step} ({reason}); checkpoint {self.out_dir / LAST_CHECKPOINT}; "
-                                  f"continue with --resume", flush=True)
+                            print(f"stopped at step {self.state.step} (max_steps={run.max_steps}); checkpoint "
+                                  f"{self.out_dir / LAST_CHECKPOINT}; continue with --resume", flush=True)
                         break
                     self.end_epoch(logger)
         finally:

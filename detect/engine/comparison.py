@@ -18,6 +18,7 @@ from pathlib import Path
 from detect.config import load_config, to_dict
 from detect.engine.checkpoint import atomic_write_bytes
 from detect.engine.detection_config import DetectionConfig
+from detect.engine.interrupt import Interrupted
 from detect.errors import UserError
 
 RESULTS_DIR = "results"
@@ -194,6 +195,9 @@ def train_variant(variant: Variant) -> tuple[Path, dict]:
     start = time.perf_counter()
     try:
         trainer.fit()
+    except Interrupted as stop:  # signalled: the same `detect compare` command resumes (no --resume flag)
+        stop.resume_flag = None
+        raise
     finally:
         record = add_training_time(run_dir, time.perf_counter() - start)
     if trainer.step < trainer.total_steps:

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from detect.config import from_dict
+from detect.data.classification import init_loader_worker
 from detect.engine import distributed as dist_utils
 from detect.engine.checkpoint import load_checkpoint
 from detect.engine.detection_config import DetectionConfig
@@ -29,7 +30,8 @@ def predict(model: Detector, dataset: ProposalDataset, device: torch.device, amp
     model.eval()
     rank, world = dist_utils.rank(), dist_utils.world_size()
     shard = list(range(rank, len(dataset), world))
-    loader = DataLoader(dataset, batch_size=1, sampler=shard, num_workers=workers, collate_fn=collate)
+    loader = DataLoader(dataset, batch_size=1, sampler=shard, num_workers=workers, collate_fn=collate,
+                        worker_init_fn=init_loader_worker)
     mine = {}
     show = progress and dist_utils.is_main_process()
     for index, (images, _, proposals) in zip(shard, tqdm(loader, desc="detect", disable=not show, leave=False,

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from detect.config import to_dict
-from detect.data.classification import SeededSampler
+from detect.data.classification import SeededSampler, init_loader_worker
 from detect.data.spec import build_dataset
 from detect.engine import distributed as dist_utils
 from detect.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -27,7 +27,7 @@ from detect.engine.detection_config import DetectionConfig
 from detect.engine.detection_data import ProposalDataset, cached_proposals, collate, join_datasets
 from detect.engine.detection_inference import check_compatible, evaluate_predictions, predict
 from detect.engine.device import autocast, grad_scaler, prepare_model, resolve_device
-from detect.engine.interrupt import GracefulStop
+from detect.engine.interrupt import GracefulStop, Interrupted
 from detect.engine.metric_logger import MetricLogger
 from detect.errors import UserError
 from detect.models.detector import build_detector
@@ -127,10 +127,8 @@ class DetectionTrainer:
                 while self.step < self.total_steps and not stop.requested:
                     self.train_epoch(logger, bar, stop)
             self.save()
-            if stop.requested:
-                if dist_utils.is_main_process():
-                    print(f"stopped at step {self.step} ({stop.signal_name}); resume with --resume", flush=True)
-                return self.last_eval
+            if stop.requested:  # checkpoint written; `detect` exits 130 (SIGINT) / 143 (SIGTERM), see detect/cli.py
+                raise Interrupted(stop.signal_name, self.out_dir / LAST_CHECKPOINT, self.step)
             if self.val_data is not None and self.last_eval.get("step") != self.step:
                 self.evaluate(logger)
         finally:
@@ -142,7 +140,7 @@ class DetectionTrainer:
         t = self.cfg.train
         self.sampler.set_epoch(self.epoch, self.epoch_position)
         loader = DataLoader(self.train_data, batch_size=t.images_per_batch, sampler=self.sampler, drop_last=True,
-                            num_workers=self.cfg.data.workers, collate_fn=collate,
+                            num_workers=self.cfg.data.workers, collate_fn=collate, worker_init_fn=init_loader_worker,
                             pin_memory=self.device.type == "cuda",
                             # its own generator: starting an epoch must not draw from the global RNG
                             generator=torch.Generator().manual_seed(t.seed + self.epoch))

@@ -21,10 +21,11 @@ from torchvision.ops import box_iou
 from tqdm import tqdm
 
 from detect.config import to_dict
+from detect.data.classification import init_loader_worker
 from detect.engine import distributed as dist_utils
 from detect.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from detect.engine.device import autocast, grad_scaler, prepare_model, resolve_device
-from detect.engine.interrupt import GracefulStop
+from detect.engine.interrupt import GracefulStop, Interrupted
 from detect.engine.metric_logger import MetricLogger
 from detect.errors import ConfigError, UserError
 from detect.proposals.multibox import (MATCH_TARGETS, MultiBoxNet, boxes_to_pixels, dataset_normalised_boxes,
@@ -236,6 +237,7 @@ def train_multibox(cfg: MultiBoxTrainConfig) -> Path:
                 # or a run resumed mid-epoch would see other dropout masks than an uninterrupted one
                 loader = DataLoader(samples, batch_size=cfg.optim.batch_size, sampler=order, collate_fn=collate,
                                     num_workers=cfg.data.workers, pin_memory=device.type == "cuda",
+                                    worker_init_fn=init_loader_worker,
                                     generator=torch.Generator().manual_seed(cfg.run.seed + epoch))
                 net.train()
                 progress = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
@@ -260,11 +262,9 @@ def train_multibox(cfg: MultiBoxTrainConfig) -> Path:
                     if step % cfg.run.log_every == 0:
                         logger.log(step, {k: dist_utils.all_reduce_mean(v.detach()) for k, v in losses.items()}
                                    | {"lr": optimizer.param_groups[0]["lr"], "epoch": epoch})
-                    if stop.requested:
+                    if stop.requested:  # `detect` exits 130 (SIGINT) / 143 (SIGTERM), see detect/cli.py
                         checkpoint()
-                        print(f"stopped by {stop.signal_name}; {ckpt_path} resumes at epoch {epoch + 1}, "
-                              f"batch {batches_done + 1}")
-                        return ckpt_path
+                        raise Interrupted(stop.signal_name, ckpt_path, step, resume_flag=None)  # run.resume: rerun
                 scheduler.step()
                 epoch, batches_done = epoch + 1, 0
                 if val_set is not None and dist_utils.is_main_process():
@@ -283,7 +283,8 @@ def validate(model: MultiBoxNet, dataset, cfg: MultiBoxTrainConfig, device: torc
     """Mean loss, and recall at IoU 0.5 of the top-k boxes (the number the proposer is for)."""
     model.eval()
     samples = MultiBoxSamples(dataset, cfg.model.input_size)
-    loader = DataLoader(samples, batch_size=cfg.optim.batch_size, collate_fn=collate, num_workers=cfg.data.workers)
+    loader = DataLoader(samples, batch_size=cfg.optim.batch_size, collate_fn=collate, num_workers=cfg.data.workers,
+                        worker_init_fn=init_loader_worker)
     total_loss, found, total_gt = 0.0, 0, 0
     for images, gt_boxes in loader:
         with autocast(device, cfg.run.amp):

@@ -20,6 +20,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from detect.data.classification import init_loader_worker
+
 PROTOCOLS = ("single-scale", "multi-scale", "dense", "multi-crop", "dense+multi-crop")
 
 
@@ -124,7 +126,8 @@ def collect_posteriors(model: nn.Module, dense_model: nn.Module, dataset, crop: 
     qs = sorted(set(cfg.scales) | {cfg.scale})
     model.eval()
     dense_model.eval()
-    loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=cfg.workers, collate_fn=_first)
+    loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=cfg.workers, collate_fn=_first,
+                        worker_init_fn=init_loader_worker)
     posteriors: dict[str, list[torch.Tensor]] = {p: [] for p in cfg.protocols}
     labels, corrupt = [], []
     for images, label, index in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
