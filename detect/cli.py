@@ -60,8 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         top.print_help()
         return 2
     ns = top.parse_args(argv[:1])
+    if "tqdm" not in sys.modules and not sys.stderr.isatty():  # a log file: progress bars redraw once a minute
+        os.environ.setdefault("TQDM_MININTERVAL", "60")
     module, parser = subcommand_parser(ns.command)
-    args = parser.parse_args(argv[1:])
+    args = parser.parse_intermixed_args(argv[1:])  # key=value overrides before, between or after options
     try:
         return int(module.main(args) or 0)
     except Interrupted as stop:  # a signalled stop, checkpoint written: exit 130 (SIGINT) / 143 (SIGTERM)
@@ -73,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         return stop.exit_code
     except UserError as err:
         print(f"detect {ns.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a read-only or full output folder, a file where a folder should be: one line
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"detect {ns.command}: error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
 
 

@@ -1,7 +1,9 @@
 """Evaluate a trained detector: `detect test --config X.yaml --checkpoint last.pth [section.key=value ...]`.
 
-Runs the detector over data.test (or --data), writes the detections as a COCO results JSON and as
-VOC devkit files (comp4_det_<split>_<class>.txt), and prints VOC07, VOC12 and COCO metrics.
+Runs the detector over data.test (or --data), writes the detections as a COCO results JSON (integer
+image and category ids of the ground truth `detect convert` writes for the same spec, so pycocotools
+loads them) and as VOC devkit files (comp4_det_<split>_<class>.txt), and prints VOC07, VOC12 and COCO
+metrics.
 """
 from __future__ import annotations
 
@@ -24,15 +26,15 @@ def main(args) -> int:
     import json
 
     from detect.config import load_config, print_config
-    from detect.data.spec import build_dataset
-    from detect.engine.checkpoint import atomic_write_bytes
+    from detect.data.spec import build_dataset, devkit_split
+    from detect.engine.checkpoint import atomic_write_bytes, output_folder
     from detect.engine.detection_config import DetectionConfig
-    from detect.engine.detection_data import ProposalDataset, cached_proposals
+    from detect.engine.detection_data import ProposalDataset, cached_proposals, predictions_for
     from detect.engine.detection_inference import evaluate_predictions, load_detector, predict
     from detect.engine.device import resolve_device
     from detect.errors import UserError
     from detect.evaluation.evaluate import format_table
-    from detect.evaluation.results import write_coco_results, write_voc_results
+    from detect.evaluation.results import check_devkit_image_ids, write_coco_results, write_voc_results
 
     overrides = list(args.overrides) + ([f"train.device={args.device}"] if args.device else [])
     cfg = load_config(DetectionConfig, args.config, overrides)
@@ -48,15 +50,17 @@ def main(args) -> int:
     device = resolve_device(cfg.train.device)
     dataset = build_dataset(spec, cfg.data.classes)
     model, cfg, classes = load_detector(args.checkpoint, cfg, dataset.classes, device)
-    data = ProposalDataset(dataset, cached_proposals(dataset, cfg.proposals), cfg.proposals.max_per_image)
-    predictions = predict(model, data, device, cfg.train.amp, cfg.train.progress)
+    check_devkit_image_ids(dataset)  # what can be checked is checked before proposals and inference
+    out = output_folder(args.out or Path(cfg.train.out_dir) / "test")
+    data = ProposalDataset(dataset, cached_proposals(dataset, cfg.proposals, cfg.train.progress,
+                                                     cfg.data.strict_images), cfg.proposals.max_per_image)
+    scored = predict(model, data, device, cfg.train.amp, cfg.train.progress)  # data.dataset: less unreadable images
+    predictions = predictions_for(dataset, data.dataset, scored)
 
-    out = Path(args.out or Path(cfg.train.out_dir) / "test")
-    last = spec.rsplit(":", 1)[-1]  # the split name of voc:ROOT:SPLIT / shapes:N:SEED:SPLIT, for devkit file names
-    split = last if spec.startswith(("voc:", "shapes:")) and last.isidentifier() else "test"
+    split = devkit_split(spec)  # voc:ROOT:SPLIT, shapes:...:SPLIT, voc-dirs:...:IDS_FILE's name
     results_json = write_coco_results(out / "detections.json", dataset, predictions)
     voc_files = write_voc_results(out / "voc", dataset, predictions, split=split)
-    results = evaluate_predictions(dataset, predictions, metrics)
+    results = evaluate_predictions(data.dataset, scored, metrics)
     for result in results.values():
         print(format_table(result) + "\n")
     text = json.dumps({"checkpoint": str(args.checkpoint), "data": spec, **results}, indent=2)

@@ -21,6 +21,7 @@ class DataConfig:
     classes: list[str] | None = None  # None: the training set's own class list
     flip: bool = True  # horizontal flips in training (image, boxes and proposals together)
     workers: int = 2  # DataLoader worker processes reading training images (0: in the main process)
+    strict_images: bool = False  # an image that cannot be decoded is an error (default: skipped, counted, named)
 
 
 @dataclass
@@ -62,6 +63,15 @@ class TrainConfig:
     def validate(self) -> None:
         if self.steps < 0 or self.box_steps < 0 or self.images_per_batch < 1:
             raise ValueError("steps and box_steps must be >= 0 and images_per_batch >= 1")
+        positive = {"lr": self.lr, "lr_gamma": self.lr_gamma,
+                    **({"grad_clip": self.grad_clip} if self.grad_clip is not None else {})}
+        for key, value in positive.items():
+            if not value > 0 or value == float("inf"):
+                raise ValueError(f"{key} must be a positive finite number, got {value}")
+        for key in ("momentum", "weight_decay", "warmup_steps", "eval_every", "checkpoint_every", "log_every"):
+            value = getattr(self, key)
+            if not value >= 0 or value == float("inf"):
+                raise ValueError(f"{key} must be >= 0, got {value}")
         bad = [m for m in self.metrics if m not in METRICS]
         if bad:
             raise ValueError(f"unknown metric(s) {bad}; choose from {list(METRICS)}")

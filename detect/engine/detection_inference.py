@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from detect.config import from_dict
 from detect.data.classification import init_loader_worker
@@ -20,6 +19,7 @@ from detect.engine.checkpoint import load_checkpoint
 from detect.engine.detection_config import DetectionConfig
 from detect.engine.detection_data import ProposalDataset, collate
 from detect.engine.device import autocast
+from detect.engine.progress import progress_bar
 from detect.errors import UserError
 from detect.models.detector import Detector, build_detector
 
@@ -34,7 +34,7 @@ def predict(model: Detector, dataset: ProposalDataset, device: torch.device, amp
                         worker_init_fn=init_loader_worker)
     mine = {}
     show = progress and dist_utils.is_main_process()
-    for index, (images, _, proposals) in zip(shard, tqdm(loader, desc="detect", disable=not show, leave=False,
+    for index, (images, _, proposals) in zip(shard, progress_bar(loader, desc="detect", disable=not show, leave=False,
                                                           dynamic_ncols=True)):
         with autocast(device, amp):
             output = model([i.to(device) for i in images], [p.to(device) for p in proposals])[0]

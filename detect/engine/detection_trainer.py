@@ -23,6 +23,7 @@ from detect.data.classification import SeededSampler, init_loader_worker
 from detect.data.spec import build_dataset
 from detect.engine import distributed as dist_utils
 from detect.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from detect.engine.detection_checks import check_before_proposals, training_header
 from detect.engine.detection_config import DetectionConfig
 from detect.engine.detection_data import ProposalDataset, cached_proposals, collate, join_datasets
 from detect.engine.detection_inference import check_compatible, evaluate_predictions, predict
@@ -57,14 +58,19 @@ class DetectionTrainer:
         self.out_dir = Path(cfg.train.out_dir)
         torch.manual_seed(cfg.train.seed)  # same initial weights in every process
 
+        check_before_proposals(cfg, weights)  # backbone, --weights file, output folder: seconds, not after proposals
         train_set = join_datasets(cfg.data.train, cfg.data.classes)
         self.classes = train_set.classes
-        self.train_data = ProposalDataset(train_set, cached_proposals(train_set, cfg.proposals),
+        if dist_utils.is_main_process():
+            print(training_header(cfg, train_set, self.device, weights), flush=True)
+        proposals = {"progress": cfg.train.progress, "strict_images": cfg.data.strict_images}
+        self.train_data = ProposalDataset(train_set, cached_proposals(train_set, cfg.proposals, **proposals),
                                           cfg.proposals.max_per_image, flip=cfg.data.flip)
         self.val_data = None
         if cfg.data.val:
             val_set = build_dataset(cfg.data.val, self.classes)
-            self.val_data = ProposalDataset(val_set, cached_proposals(val_set, cfg.proposals), cfg.proposals.max_per_image)
+            self.val_data = ProposalDataset(val_set, cached_proposals(val_set, cfg.proposals, **proposals),
+                                            cfg.proposals.max_per_image)
 
         self.model = prepare_model(build_detector(cfg.model, len(self.classes), cfg.test, weights), self.device)
         self.ddp = self.model

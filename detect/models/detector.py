@@ -179,7 +179,13 @@ def build_detector(cfg: ModelConfig, num_classes: int, inference: InferenceConfi
     try:
         backbone = backbones.build_backbone(cfg.backbone, width=cfg.width, **cfg.backbone_options)
         if weights:
-            backbones.load_weights(backbone, weights)
+            _, left_out = backbones.load_detection_weights(backbone, weights)  # any class count: classifier left out
+            if left_out:
+                import logging
+
+                logging.getLogger(__name__).warning(
+                    "%s: %d entries not used for detection left out (%s): the detector trains its own classifier",
+                    weights, len(left_out), ", ".join(left_out[:4]) + (", ..." if len(left_out) > 4 else ""))
     except backbones.BackboneError as err:
         raise UserError(f"model: {err}") from None
     parts = backbone.detection_parts()
