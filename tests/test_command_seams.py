@@ -117,3 +117,15 @@ def test_infer_on_a_folder_with_a_corrupt_image_a_glob_and_a_video_then_eval_rea
     ids = {e["image_id"] for e in json.loads((tmp_path / "out2" / "detections.json").read_text())}
     assert {"clip_f000000", "clip_f000002"} <= ids and "clip_f000001" not in ids
     assert test_ids[1] in ids
+
+
+def test_weights_of_a_pretrained_backbone_other_than_the_detectors_is_named_before_proposals(tmp_path, capsys,
+                                                                                            monkeypatch):
+    assert cli(["pretrain", "--config", "configs/pretrain_tiny_cpu.yaml", "--device", "cpu", "--no-eval", *PRETRAIN,
+                "run.max_steps=1", f"data.root={tmp_path / 'images'}", f"run.out_dir={tmp_path / 'pretrain'}"]) == 0
+    monkeypatch.setattr(SelectiveSearch, "propose", lambda self, image: pytest.fail("proposals computed first"))
+    config = tiny_config(tmp_path, tmp_path / "cache", "fast", model={"width": 0.125})
+    capsys.readouterr()
+    assert cli(["train", "--config", str(config), "--weights", str(tmp_path / "pretrain" / "last.pth")]) == 2
+    err = capsys.readouterr().err
+    assert "a `detect pretrain` checkpoint of vgg11 width 0.0625, but the detector is vgg11 width 0.125" in err

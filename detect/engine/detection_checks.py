@@ -20,10 +20,28 @@ def check_before_proposals(cfg, weights: str | None) -> None:
             backbones.build_backbone(cfg.model.backbone, width=cfg.model.width, **cfg.model.backbone_options)
     except backbones.BackboneError as err:
         raise UserError(f"model: {err}") from None
-    if weights and str(weights) != "torchvision" and not Path(weights).is_file():
-        raise UserError(f"--weights {weights}: no such weights file (a .pth from `detect pretrain`, a state_dict, "
-                        "or 'torchvision')")
+    if weights and str(weights) != "torchvision":
+        if not Path(weights).is_file():
+            raise UserError(f"--weights {weights}: no such weights file (a .pth from `detect pretrain`, a state_dict, "
+                            "or 'torchvision')")
+        check_pretrained_architecture(cfg.model, weights)
     output_folder(cfg.train.out_dir)
+
+
+def check_pretrained_architecture(model_cfg, weights: str) -> None:
+    """A `detect pretrain` checkpoint says which backbone and width it trained: another one than the
+    detector's is named now (memory-mapped read; anything unusual is left to the full load later)."""
+    try:
+        checkpoint = torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - an old-format or unreadable file: the full load reports it
+        return
+    saved = checkpoint.get("config", {}).get("model", {}) if isinstance(checkpoint, dict) else {}
+    if not isinstance(saved, dict) or "name" not in saved:
+        return
+    if (saved["name"], float(saved.get("width", 1.0))) != (model_cfg.backbone, float(model_cfg.width)):
+        raise UserError(f"--weights {weights}: a `detect pretrain` checkpoint of {saved['name']} width "
+                        f"{saved.get('width', 1.0)}, but the detector is {model_cfg.backbone} width {model_cfg.width} "
+                        "(set model.backbone and model.width to match)")
 
 
 def training_header(cfg, train_set, device, weights: str | None = None) -> str:
