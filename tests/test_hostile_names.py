@@ -92,3 +92,35 @@ def test_writers_given_hostile_names_anyway_write_nothing_outside_their_folder(t
         write_voc_layout(shapes_split(5, 0, "all", image_size=32), out / "voc_layout2", {name: [0]})
     assert all(p.is_relative_to(out) for p in files_under(tmp_path))
     assert not list(Path("/tmp").glob("ESCAPED*"))
+
+
+def snapshot(root: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+def test_each_command_writes_only_inside_its_output(tmp_path, monkeypatch, capsys):
+    """Run the writing commands one after the other; every file that appears or changes lies under that
+    command's output path (the working directory, also inside tmp_path, must stay untouched)."""
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    voc = tmp_path / "o1"
+    results = tmp_path / "dets.json"
+    runs = [
+        (["convert", "--shapes", "10", "--seed", "1", "--format", "voc", "--size", "64", "--out", str(voc)], voc),
+        (["convert", "--data", f"voc:{voc}:test", "--out", str(tmp_path / "o2" / "gt.json")], tmp_path / "o2"),
+        (["data-stats", "--data", f"voc:{voc}", "--check-images", "--json", str(tmp_path / "o3" / "s.json")],
+         tmp_path / "o3"),
+        (["propose", "--data", f"voc:{voc}:test", "--param", "strategy=single", "--out", str(tmp_path / "o4"),
+          "--workers", "0", "--eval", "--no-progress"], tmp_path / "o4"),
+        (["eval", "--data", f"voc:{voc}:test", "--results", str(results), "--metric", "coco",
+          "--json", str(tmp_path / "o5" / "m.json")], tmp_path / "o5"),
+    ]
+    results.write_text("[]")
+    for argv, out in runs:
+        before = snapshot(tmp_path)
+        assert cli.main(argv) == 0, argv
+        after = snapshot(tmp_path)
+        written = {p for p, t in after.items() if before.get(p) != t}
+        assert written and all(p.is_relative_to(out) for p in written), (argv[0], sorted(written)[:5])
+    capsys.readouterr()
