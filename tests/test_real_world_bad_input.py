@@ -54,8 +54,8 @@ def test_a_float_tiff_is_scaled_not_black(tmp_path):
     assert image.dtype == np.uint8 and image.max() == 255 and 120 < image.mean() < 135
 
 
-def voc_with_damaged_images(tmp_path: Path) -> Path:
-    root = write_shapes(tmp_path / "voc", 30, 0, "voc")
+def voc_with_damaged_images(tmp_path: Path, count: int = 30) -> Path:
+    root = write_shapes(tmp_path / "voc", count, 0, "voc")
     train_ids = (root / "ImageSets" / "Main" / "train.txt").read_text().split()
     (root / "JPEGImages" / f"{train_ids[2]}.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")  # undecodable
     good = cv2.imencode(".jpg", cv2.imread(str(root / "JPEGImages" / f"{train_ids[3]}.png")))[1].tobytes()
@@ -89,6 +89,19 @@ def test_training_skips_and_counts_an_undecodable_image_unless_strict(tmp_path, 
     assert cli(["train", "--config", str(config), "data.strict_images=true", f"train.out_dir={tmp_path / 'run2'}"]) == 2
     err = capsys.readouterr().err
     assert "not a readable image" in err and "strict_images" in err and err.count("\n") == 1
+
+
+def test_propose_skips_an_undecodable_image_and_scores_recall_on_the_rest(tmp_path, capsys, caplog):
+    root = voc_with_damaged_images(tmp_path, count=10)
+    with caplog.at_level(logging.WARNING):
+        assert cli(["propose", "--data", f"voc:{root}:train", "--param", "strategy=single", "--out",
+                    str(tmp_path / "p"), "--workers", "0", "--eval", "--no-progress"]) == 0
+    assert any("skipped 1 unreadable image" in r.getMessage() for r in caplog.records)
+    (recall,) = (tmp_path / "p").rglob("recall.json")
+    assert json.loads(recall.read_text())["num_images"] == 5
+    assert cli(["propose", "--data", f"voc:{root}:train", "--param", "strategy=single", "--out",
+                str(tmp_path / "p2"), "--workers", "0", "--no-progress", "--strict-images"]) == 2
+    assert "not a readable image" in capsys.readouterr().err
 
 
 def coco_file(tmp_path: Path, **changes) -> Path:

@@ -22,12 +22,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="worker processes (0: compute in this process)")
     parser.add_argument("--eval", action="store_true", help="also evaluate recall against the dataset's ground truth")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--strict-images", action="store_true",
+                        help="an image that cannot be decoded is an error (default: skipped, counted, named)")
 
 
 def main(args) -> int:
     from detect.config import parse_override
     from detect.data.spec import build_dataset
     from detect.engine.checkpoint import atomic_write_bytes
+    from detect.engine.detection_data import without_unreadable
     from detect.evaluation.proposal_recall import format_recall_table, proposal_recall
     from detect.proposals import build_proposer
     from detect.proposals.cache import dataset_cache_root, ensure_proposals, proposal_path, read_proposals
@@ -39,10 +42,11 @@ def main(args) -> int:
     if dataset.skips:
         print(f"dataset: {dataset.skips.summary()}")
     cache_dir = ensure_proposals(dataset, proposer, dataset_cache_root(dataset, args.out), workers=args.workers,
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress, strict_images=args.strict_images)
     print(f"proposals of {len(dataset)} images in {cache_dir}")
     if not args.eval:
         return 0
+    dataset = without_unreadable(dataset, cache_dir)  # images that could not be decoded have no proposals
     result = proposal_recall(
         dataset, lambda i: read_proposals(proposal_path(cache_dir, dataset.records[i].image_id)))
     result.update(method=args.method, params=proposer.params(), data=args.data)
