@@ -48,7 +48,7 @@ def decode_damaged(data: bytes) -> np.ndarray | None:
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
-            return np.asarray(image.convert("RGB"))
+            return np.array(image.convert("RGB"))  # a writable copy
     except Exception:  # noqa: BLE001 - PIL raises many types for undecodable data; all mean "cannot decode"
         return None
     finally:
