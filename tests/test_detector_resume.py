@@ -1,4 +1,6 @@
 """A detector run stopped and resumed continues from the same step, to the same weights."""
+import json
+
 import pytest
 import torch
 
@@ -28,5 +30,6 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, capsys, stop, total):
     assert (a["epoch"], a["epoch_position"]) == (b["epoch"], b["epoch_position"])
     for key, value in a["model"].items():
         torch.testing.assert_close(b["model"][key], value, rtol=0, atol=1e-6, msg=key)
-    steps = [line for line in (tmp_path / "b" / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert len(steps) == total, "the resumed run logs the steps after the first run's"
+    logged = [json.loads(line) for line in (tmp_path / "b" / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in logged if r["split"] == "train"]
+    assert steps == list(range(1, total + 1)), "the resumed run logs the steps after the first run's"

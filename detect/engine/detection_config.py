@@ -52,6 +52,8 @@ class TrainConfig:
     seed: int = 0  # initial weights, sample order, flips and region sampling
     checkpoint_every: int = 1000  # steps between checkpoints (out_dir/last.pth); also at the end and on SIGTERM/SIGINT
     eval_every: int = 0  # 0: only at the end
+    fit_check_images: int = 50  # training images scored beside data.val at each evaluation (0: none)
+    fit_check_min_map: float = 0.3  # training mAP below this after half the run: warn "not fitting"
     log_every: int = 20  # steps between log lines (metrics.jsonl, TensorBoard)
     metrics: list[str] = field(default_factory=lambda: ["voc07", "coco"])  # evaluation on data.val: voc07 | voc12 | coco
     out_dir: str = "runs/detector"  # checkpoints (last.pth), metrics.jsonl and TensorBoard logs

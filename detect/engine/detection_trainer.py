@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from detect.config import to_dict
 from detect.data.classification import SeededSampler, init_loader_worker
+from detect.data.dataset import DatasetSubset
 from detect.data.spec import build_dataset
 from detect.engine import distributed as dist_utils
 from detect.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -31,9 +32,11 @@ from detect.engine.device import autocast, grad_scaler, prepare_model, resolve_d
 from detect.engine.interrupt import GracefulStop, Interrupted
 from detect.engine.metric_logger import MetricLogger
 from detect.errors import UserError
+from detect.evaluation.fit_diagnosis import FitDiagnosis, side_by_side
 from detect.models.detector import build_detector
 
 LAST_CHECKPOINT = "last.pth"
+BEST_CHECKPOINT = "best.pth"
 
 
 class TrainingDiverged(UserError):
@@ -71,6 +74,8 @@ class DetectionTrainer:
             val_set = build_dataset(cfg.data.val, self.classes)
             self.val_data = ProposalDataset(val_set, cached_proposals(val_set, cfg.proposals, **proposals),
                                             cfg.proposals.max_per_image)
+        self.fit_data = self.training_subset(train_set, cfg.train.fit_check_images)
+        self.diagnosis = FitDiagnosis(min_train_map=cfg.train.fit_check_min_map)
 
         self.model = prepare_model(build_detector(cfg.model, len(self.classes), cfg.test, weights), self.device)
         self.ddp = self.model
@@ -87,18 +92,31 @@ class DetectionTrainer:
         torch.manual_seed(t.seed + 1000 * dist_utils.rank())  # independent region sampling per process
         self.step, self.epoch, self.epoch_position = 0, 0, 0
         self.last_eval: dict[str, dict] = {}
+        self.best_map = float("-inf")  # validation mAP (train.metrics[0]) of best.pth
         if resume:
             self.load(self.out_dir / LAST_CHECKPOINT if resume is True else Path(resume))
+
+    def training_subset(self, train_set, count: int) -> ProposalDataset | None:
+        """A fixed, evenly spread subset of the training images, scored beside validation (no flips)."""
+        if count <= 0:
+            return None
+        indices = sorted({round(i * (len(train_set) - 1) / max(1, count - 1)) for i in range(min(count, len(train_set)))})
+        subset = DatasetSubset(train_set, indices, name=f"{len(indices)} training images")
+        return ProposalDataset(subset, self.train_data.cache_dir, self.cfg.proposals.max_per_image)
+
+    @property
+    def evaluates(self) -> bool:
+        return self.val_data is not None or self.fit_data is not None
 
     @property
     def total_steps(self) -> int:
         return self.cfg.train.steps + (self.cfg.train.box_steps if self.cfg.model.box_training == "separate" else 0)
 
     # ------------------------------------------------------------------ checkpoints
-    def save(self) -> Path | None:
+    def save(self, name: str = LAST_CHECKPOINT) -> Path | None:
         if not dist_utils.is_main_process():
             return None
-        return save_checkpoint(self.out_dir / LAST_CHECKPOINT, {
+        return save_checkpoint(self.out_dir / name, {
             "kind": "detector",
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -106,6 +124,7 @@ class DetectionTrainer:
             "scaler": self.scaler.state_dict(),
             "step": self.step, "epoch": self.epoch, "epoch_position": self.epoch_position,
             "classes": self.classes,
+            "best_map": self.best_map,
             "rng": rng_state(),
             "config": to_dict(self.cfg),
         })
@@ -118,6 +137,7 @@ class DetectionTrainer:
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.scaler.load_state_dict(checkpoint["scaler"])
         self.step, self.epoch, self.epoch_position = checkpoint["step"], checkpoint["epoch"], checkpoint["epoch_position"]
+        self.best_map = checkpoint.get("best_map", float("-inf"))
         set_rng_state(checkpoint["rng"])
         if dist_utils.is_main_process():
             print(f"resumed from {path} at step {self.step}", flush=True)
@@ -135,7 +155,7 @@ class DetectionTrainer:
             self.save()
             if stop.requested:  # checkpoint written; `detect` exits 130 (SIGINT) / 143 (SIGTERM), see detect/cli.py
                 raise Interrupted(stop.signal_name, self.out_dir / LAST_CHECKPOINT, self.step)
-            if self.val_data is not None and self.last_eval.get("step") != self.step:
+            if self.evaluates and self.last_eval.get("step") != self.step:
                 self.evaluate(logger)
         finally:
             bar.close()
@@ -165,7 +185,7 @@ class DetectionTrainer:
                 bar.set_postfix({k.replace("loss_", ""): f"{v:.3f}" for k, v in losses.items()})
             if t.checkpoint_every and self.step % t.checkpoint_every == 0:
                 self.save()
-            if self.val_data is not None and t.eval_every and self.step % t.eval_every == 0:
+            if self.evaluates and t.eval_every and self.step % t.eval_every == 0:
                 self.evaluate(logger)
             if self.step >= self.total_steps or self.should_stop(stop):
                 return
@@ -222,17 +242,38 @@ class DetectionTrainer:
         return stop.requested
 
     def evaluate(self, logger: MetricLogger) -> dict[str, dict]:
+        """Validation metrics and, beside them, the training subset's mAP; best.pth; the fit verdict."""
         t = self.cfg.train
-        predictions = predict(self.model, self.val_data, self.device, t.amp, t.progress)
+        metric = t.metrics[0]
+        results = self.score(self.val_data, t.metrics, "val", logger) if self.val_data is not None else {}
+        fit = self.score(self.fit_data, [metric], "train_subset", logger) if self.fit_data is not None else {}
         self.model.train()
-        results = {}
+        val_map = results[metric]["mAP"] if results else None
         if dist_utils.is_main_process():
-            results = evaluate_predictions(self.val_data.dataset, predictions, t.metrics)
-            logger.log(self.step, {f"{m}_mAP": r["mAP"] for m, r in results.items()}, split="val")
-            summary = ", ".join(f"{m} mAP {r['mAP']:.4f}" for m, r in results.items())
-            tqdm.write(f"step {self.step}: {self.val_data.dataset.name}: {summary}")
+            if fit:
+                tqdm.write(side_by_side(self.step, metric, fit[metric]["mAP"], val_map, self.val_data.dataset.name
+                                        if self.val_data is not None else "val"))
+                verdict = self.diagnosis.check(self.step, self.total_steps, fit[metric]["mAP"], val_map)
+                if verdict:
+                    tqdm.write(verdict)
+            elif results:
+                summary = ", ".join(f"{m} mAP {r['mAP']:.4f}" for m, r in results.items())
+                tqdm.write(f"step {self.step}: {self.val_data.dataset.name}: {summary}")
+        if val_map is not None and val_map > self.best_map:
+            self.best_map = val_map
+            self.save(BEST_CHECKPOINT)
         self.last_eval = {"step": self.step, **results}
+        self.fit_eval = fit
         return self.last_eval
+
+    def score(self, data: ProposalDataset, metrics: list[str], split: str, logger: MetricLogger) -> dict[str, dict]:
+        t = self.cfg.train
+        predictions = predict(self.model, data, self.device, t.amp, t.progress)
+        if not dist_utils.is_main_process():
+            return {}
+        results = evaluate_predictions(data.dataset, predictions, metrics)
+        logger.log(self.step, {f"{m}_mAP": r["mAP"] for m, r in results.items()}, split=split)
+        return results
 
 
 def train_detector(cfg: DetectionConfig, weights: str | None = None, resume: str | bool = False) -> dict:
