@@ -19,7 +19,7 @@ from torchvision.ops import clip_boxes_to_image
 
 from detect.errors import UserError
 from detect.models.box_coder import BoxCoder
-from detect.models.localisation_head import LocalisationHead, euclidean_loss
+from detect.models.localisation_head import LocalisationHead, box_loss
 from detect.models.postprocess import InferenceConfig, decode_class_boxes, detect_objects
 from detect.models.region_features import PooledRegions, WarpedRegions
 from detect.models.samplers import RegionSampler, SampledRegions, SamplerConfig, fast_rcnn_sampler, rcnn_sampler
@@ -52,7 +52,11 @@ class ModelConfig:
     box_training: Literal["joint", "separate"] = "joint"  # with the classifier, or a stage after it
     box_iou: float = 0.5  # regions with IoU >= this to a box train the localisation head
     box_stds: list[float] = field(default_factory=lambda: [0.1, 0.1, 0.2, 0.2])  # box targets divided by these (x, y, w, h)
-    box_loss_weight: float = 1.0  # weight of the Euclidean box loss
+    box_loss_weight: float = 1.0  # weight of the box loss against the classifier's
+    box_loss: Literal["euclidean", "smooth_l1"] = "euclidean"  # the VGG paper's L2, or Fast R-CNN's smooth L1
+    # divide the summed box loss by the regressed regions, or by every sampled region ("sampled": Fast
+    # R-CNN's and torchvision's normalisation, so the box term does not outweigh the classifier by 1/fg_fraction)
+    box_loss_average: Literal["regressed", "sampled"] = "regressed"  # box loss per regressed or per sampled region
     sampler: SamplerConfig | None = None  # None: the paper's sampler for the mode
 
     def validate(self) -> None:
@@ -145,7 +149,10 @@ class Detector(nn.Module):
             targets = self.box_coder.encode(torch.cat([s.matched_gt for s in sampled])[regress],
                                             torch.cat([s.boxes for s in sampled])[regress])
             predicted = self.localisation.select(deltas[regress], labels[regress])
-            losses["loss_box"] = self.cfg.box_loss_weight * euclidean_loss(predicted, targets)
+            loss = box_loss(predicted, targets, self.cfg.box_loss)
+            if self.cfg.box_loss_average == "sampled" and self.stage != "localise":
+                loss = loss * (predicted.shape[0] / max(1, labels.numel()))
+            losses["loss_box"] = self.cfg.box_loss_weight * loss
         return losses
 
     def refine(self, class_logits, deltas, proposals, image_sizes) -> list[torch.Tensor]:
