@@ -1,0 +1,168 @@
+"""Our detector against torchvision's Faster R-CNN on the same trunk, data, budget and evaluator.
+
+Both start from the same backbone trunk of `model.backbone` at `model.width` (from scratch, or the
+same `--weights`), train for the same `train.steps` x `train.images_per_batch` images at the same
+scales with the same SGD settings (lr, momentum, weight decay, warm-up, milestones, gradient
+clipping, horizontal flips, seed), and are scored on `data.test` by this project's VOC07 evaluator.
+Ours is `detect train` (Selective Search proposals, its own recipe); the peer is
+`torchvision.models.detection.FasterRCNN` with torchvision's defaults (RPN, RoIAlign 7x7,
+TwoMLPHead, smooth-L1 box loss, 512 RoIs per image, NMS 0.5), its anchors sized to the trunk.
+
+    python tools/bench_vs_faster_rcnn.py --config configs/custom_cpu.yaml --out runs/bench_peer_raccoon \
+        data.train=[voc-dirs:...] data.test=voc-dirs:...
+
+Prints both per-class tables and the two mAPs side by side, with the training and test seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+
+import backbones
+from detect.config import load_config
+from detect.data.spec import build_dataset
+from detect.engine.detection_config import DetectionConfig
+from detect.engine.detection_data import ProposalDataset, cached_proposals, collate, flip_sample, join_datasets
+from detect.engine.detection_inference import evaluate_predictions, load_detector, predict
+from detect.engine.detection_trainer import lr_factor, train_detector
+from detect.data.classification import SeededSampler
+from detect.evaluation.evaluate import format_table
+
+
+def build_peer(cfg: DetectionConfig, num_classes: int, weights: str | None) -> FasterRCNN:
+    backbone = backbones.build_backbone(cfg.model.backbone, width=cfg.model.width, **cfg.model.backbone_options)
+    if weights:
+        backbones.load_weights(backbone, weights)
+    parts = backbone.detection_parts()
+    anchors = AnchorGenerator(sizes=((32, 64, 128, 256, 512),), aspect_ratios=((0.5, 1.0, 2.0),))
+    return FasterRCNN(parts.trunk, num_classes=num_classes + 1, min_size=tuple(cfg.model.train_scales),
+                      max_size=cfg.model.max_size, image_mean=list(parts.mean), image_std=list(parts.std),
+                      rpn_anchor_generator=anchors, box_score_thresh=cfg.test.score_threshold,
+                      box_detections_per_img=cfg.test.max_detections)
+
+
+class FlippedImages(torch.utils.data.Dataset):
+    """(index, sample_seed) -> image, target: the flips our trainer makes (odd seed = mirrored)."""
+
+    def __init__(self, dataset, flip: bool) -> None:
+        self.dataset, self.flip = dataset, flip
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item):
+        index, seed = item
+        image, target = self.dataset[index]
+        if self.flip and seed % 2 == 1:
+            image, target, _ = flip_sample(image, target, torch.zeros((0, 4)))
+        return image, {"boxes": target["boxes"], "labels": target["labels"]}, None
+
+
+def train_peer(cfg: DetectionConfig, weights: str | None) -> tuple[FasterRCNN, list[str]]:
+    t = cfg.train
+    torch.manual_seed(t.seed)
+    train_set = join_datasets(cfg.data.train, cfg.data.classes)
+    model = build_peer(cfg, len(train_set.classes), weights)
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, t.lr_steps, t.lr_gamma, t.warmup_steps))
+    data = FlippedImages(train_set, cfg.data.flip)
+    sampler = SeededSampler(data, seed=t.seed)
+    step, epoch = 0, 0
+    while step < t.steps:
+        sampler.set_epoch(epoch)
+        loader = DataLoader(data, batch_size=t.images_per_batch, sampler=sampler, drop_last=True, collate_fn=collate)
+        for images, targets, _ in loader:
+            losses = model(images, targets)
+            loss = sum(losses.values())
+            if not torch.isfinite(loss):
+                raise SystemExit(f"peer: loss {loss.item()} at step {step + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if t.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            if step % max(1, t.log_every) == 0:
+                print(f"peer step {step}: " + ", ".join(f"{k} {v.item():.3f}" for k, v in losses.items()), flush=True)
+            if step >= t.steps:
+                break
+        epoch += 1
+    return model, train_set.classes
+
+
+@torch.no_grad()
+def predict_peer(model: FasterRCNN, dataset, test_scale: int) -> list[dict]:
+    model.eval()
+    model.transform.min_size = (test_scale,)  # torchvision tests at the last training scale; ours at test_scale
+    predictions = []
+    for index in range(len(dataset)):
+        image, _ = dataset[index]
+        out = model([image])[0]
+        predictions.append({k: v.cpu().numpy() for k, v in out.items()})
+    return predictions
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--out", required=True, help="folder for our run and the results JSON")
+    parser.add_argument("--weights", help="the same pretrained backbone for both (default: from scratch)")
+    parser.add_argument("--skip", choices=["ours", "peer"], help="run one side only")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    cfg = load_config(DetectionConfig, args.config, list(args.overrides) + [f"train.out_dir={out / 'ours'}",
+                                                                         "train.progress=false"])
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    test_set = build_dataset(cfg.data.test, cfg.data.classes)
+    rows = {}
+    if args.skip != "ours":
+        tic = time.perf_counter()
+        train_detector(replace(cfg, data=replace(cfg.data, val=None)), weights=args.weights)
+        train_seconds = time.perf_counter() - tic
+        model, _, classes = load_detector(out / "ours" / "last.pth", device="cpu")
+        tic = time.perf_counter()
+        data = ProposalDataset(test_set, cached_proposals(test_set, cfg.proposals, progress=False),
+                               cfg.proposals.max_per_image)
+        result = evaluate_predictions(test_set, predict(model, data, torch.device("cpu"), amp=False, progress=False),
+                                      ["voc07"])["voc07"]
+        rows["ours"] = (result, train_seconds, time.perf_counter() - tic)
+    if args.skip != "peer":
+        tic = time.perf_counter()
+        peer, classes = train_peer(cfg, args.weights)
+        train_seconds = time.perf_counter() - tic
+        if classes != test_set.classes:
+            raise SystemExit(f"class lists differ: train {classes}, test {test_set.classes}")
+        tic = time.perf_counter()
+        result = evaluate_predictions(test_set, predict_peer(peer, test_set, cfg.model.test_scale), ["voc07"])["voc07"]
+        rows["torchvision FasterRCNN"] = (result, train_seconds, time.perf_counter() - tic)
+
+    print(f"\n{cfg.data.test}: {cfg.model.backbone} width {cfg.model.width}, {cfg.train.steps} steps x "
+          f"{cfg.train.images_per_batch} images at {cfg.model.train_scales} px, weights {args.weights or 'none'}")
+    for name, (result, train_s, test_s) in rows.items():
+        print(f"\n== {name} ==\n{format_table(result)}")
+    print(f"\n{'detector':<24} {'VOC07 mAP':>9} {'train s':>8} {'test s':>7}")
+    for name, (result, train_s, test_s) in rows.items():
+        print(f"{name:<24} {result['mAP']:>9.4f} {train_s:>8.0f} {test_s:>7.0f}")
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {name: {"voc07_mAP": r["mAP"], "ap": r["ap"], "train_seconds": a, "test_seconds": b}
+               for name, (r, a, b) in rows.items()}
+    (out / "bench_vs_faster_rcnn.json").write_text(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
