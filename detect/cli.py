@@ -12,8 +12,8 @@ import os
 import shlex
 import sys
 
-from detect.engine.interrupt import Interrupted
 from detect.errors import UserError
+from detect.utils.interrupt import Interrupted
 
 # name -> (module, one-line help). A plain table: what you read here is what gets built.
 COMMANDS: dict[str, tuple[str, str]] = {

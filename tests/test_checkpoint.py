@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from detect.engine.checkpoint import (atomic_write_bytes, latest_checkpoint, load_checkpoint, rng_state,
-                                      save_checkpoint, set_rng_state)
 from detect.errors import UserError
+from detect.utils.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from detect.utils.files import atomic_write_bytes
 
 
 def test_round_trip_with_weights_only(tmp_path):

@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from detect.data.classification import (SYNTHETIC_SHAPES, CorruptImageCounter, ImageFolderDataset, SeededSampler,
-                                        collate_skipping_corrupt, write_synthetic_image_folder)
+from detect.data.classification import (CorruptImageCounter, ImageFolderDataset, SYNTHETIC_SHAPES,
+    collate_skipping_corrupt, write_synthetic_image_folder)
 from detect.data.classification_transforms import AugmentConfig, build_train_transform
+from detect.data.samplers import SeededSampler
 from detect.errors import DatasetError
 
 

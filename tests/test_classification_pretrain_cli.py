@@ -7,8 +7,8 @@ import json
 import pytest
 
 from detect.cli import main as cli_main
-from detect.engine.checkpoint import load_checkpoint
 from detect.evaluation.classification import PROTOCOLS
+from detect.utils.checkpoint import load_checkpoint
 
 # A thin ResNet-18 (global pooling, so dense evaluation works at 32 px) for one short epoch.
 TINY = ["model.name=resnet18", "model.width=0.125", "model.options={}", "data.workers=0", "data.synthetic.num_classes=3",

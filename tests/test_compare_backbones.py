@@ -22,8 +22,8 @@ import pytest
 
 from backbones import build_backbone, count_parameters
 from detect import cli
-from detect.engine.checkpoint import load_checkpoint
 from detect.engine.detection_inference import load_detector
+from detect.utils.checkpoint import load_checkpoint
 from detector_setup import tiny_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("torch_one_thread")]

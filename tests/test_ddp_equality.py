@@ -14,10 +14,10 @@ import torch
 
 from detect.config import load_config
 from detect.data.classification import write_synthetic_image_folder
-from detect.engine.checkpoint import load_checkpoint
 from detect.engine.classification_config import PretrainConfig
 from detect.engine.classification_trainer import ClassificationTrainer, build_model
-from detect.engine.metric_logger import read_metrics
+from detect.utils.checkpoint import load_checkpoint
+from detect.utils.metric_logger import read_metrics
 
 COMMON = ["model.name=vgg11", "model.width=0.0625", "model.options={init: kaiming, dropout: 0.0}",
           "data.augment.crop_size=32", "data.augment.scale=[32,40]", "data.workers=0", "optim.lr=0.01",

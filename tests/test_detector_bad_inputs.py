@@ -4,9 +4,9 @@ import torch
 
 from detect.cli import main as cli
 from detect.config import load_config
-from detect.engine.checkpoint import load_checkpoint
 from detect.engine.detection_config import DetectionConfig
 from detect.errors import UserError
+from detect.utils.checkpoint import load_checkpoint
 from detector_setup import tiny_config
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -66,8 +66,8 @@ def test_resuming_from_a_checkpoint_of_another_width_is_refused(trained, tmp_pat
 
 
 def test_a_classification_checkpoint_is_not_a_detector(tmp_path):
-    from detect.engine.checkpoint import save_checkpoint
     from detect.engine.detection_inference import load_detector
+    from detect.utils.checkpoint import save_checkpoint
 
     path = save_checkpoint(tmp_path / "classifier.pth", {"model": {}, "step": 3})
     with pytest.raises(UserError, match="not a detector checkpoint"):

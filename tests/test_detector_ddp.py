@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from detect.engine.checkpoint import load_checkpoint
-from detect.engine.metric_logger import read_metrics
+from detect.utils.checkpoint import load_checkpoint
+from detect.utils.metric_logger import read_metrics
 from detector_setup import tiny_config
 
 

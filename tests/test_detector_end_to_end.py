@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from detect.cli import main as cli
-from detect.engine.checkpoint import load_checkpoint
+from detect.utils.checkpoint import load_checkpoint
 from detector_setup import tiny_config
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")

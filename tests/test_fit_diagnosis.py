@@ -4,8 +4,8 @@ import json
 import pytest
 
 from detect.cli import main as cli
-from detect.engine.checkpoint import load_checkpoint
 from detect.evaluation.fit_diagnosis import FitDiagnosis, side_by_side
+from detect.utils.checkpoint import load_checkpoint
 from detector_setup import tiny_config
 
 

@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from detect.cli import main as cli
-from detect.engine.checkpoint import load_checkpoint
-from detect.data.classification import init_loader_worker
-from detect.engine.interrupt import GracefulStop, Interrupted
+from detect.data.samplers import init_loader_worker
+from detect.utils.checkpoint import load_checkpoint
+from detect.utils.interrupt import GracefulStop, Interrupted
 from detector_setup import tiny_config
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")

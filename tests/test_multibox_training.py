@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from detect.config import load_config
-from detect.engine.checkpoint import load_checkpoint
-from detect.engine.interrupt import Interrupted
 from detect.engine.multibox_trainer import MultiBoxTrainConfig, train_multibox
 from detect.errors import ConfigError
 from detect.proposals import build_proposer
 from detect.proposals.multibox import dataset_normalised_boxes, kmeans_priors
+from detect.utils.checkpoint import load_checkpoint
+from detect.utils.interrupt import Interrupted
 
 TINY = ["data.train=shapes:20:0:train", "model.backbone=googlenet_bn", "model.width=0.125", "model.num_priors=8",
         "model.input_size=64", "optim.optimizer=adamw", "optim.lr=0.003", "optim.batch_size=4",
@@ -128,7 +128,7 @@ def test_two_process_torchrun_training_writes_one_checkpoint_and_log(tmp_path):
     import subprocess
     import sys
 
-    from detect.engine.metric_logger import read_metrics
+    from detect.utils.metric_logger import read_metrics
 
     config = tmp_path / "tiny.yaml"
     config.write_text("{}\n")

@@ -19,10 +19,10 @@ import torch
 
 from detect.config import load_config
 from detect.data.classification import write_synthetic_image_folder
-from detect.engine.checkpoint import load_checkpoint
 from detect.engine.classification_config import PretrainConfig
 from detect.engine.classification_trainer import ClassificationTrainer
-from detect.engine.metric_logger import read_metrics
+from detect.utils.checkpoint import load_checkpoint
+from detect.utils.metric_logger import read_metrics
 
 # A thin VGG-A with dropout, 32-pixel crops, gradient accumulation over 2 micro-batches (of 4, 4, 4, 3
 # images: 2 steps an epoch), 2 DataLoader workers.

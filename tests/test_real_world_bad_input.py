@@ -16,9 +16,10 @@ from detect.data import images
 from detect.data.coco import read_coco
 from detect.data.images import read_image_rgb
 from detect.data.shapes import write_shapes
-from detect.engine.checkpoint import atomic_write_bytes, save_checkpoint
 from detect.errors import DatasetError, UserError
 from detect.proposals.selective_search import SelectiveSearch
+from detect.utils.checkpoint import save_checkpoint
+from detect.utils.files import atomic_write_bytes
 from detector_setup import tiny_config
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -239,7 +240,7 @@ def test_an_image_id_with_a_space_fails_detect_test_before_inference(trained, tm
 def test_progress_bars_redraw_rarely_when_not_writing_to_a_terminal():
     import io
 
-    from detect.engine.progress import progress_bar
+    from detect.utils.progress import progress_bar
 
     import time
 

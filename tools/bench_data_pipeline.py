@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 import backbones
-from detect.data.classification import (ImageFolderDataset, SeededSampler, collate_skipping_corrupt,
-                                        init_loader_worker, write_synthetic_image_folder)
+from detect.data.classification import ImageFolderDataset, collate_skipping_corrupt, write_synthetic_image_folder
 from detect.data.classification_transforms import AugmentConfig, build_train_transform
+from detect.data.samplers import SeededSampler, init_loader_worker
 from detect.engine.classification_trainer import classification_loss
 
 

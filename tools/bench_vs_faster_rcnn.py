@@ -34,7 +34,7 @@ from detect.engine.detection_config import DetectionConfig
 from detect.engine.detection_data import ProposalDataset, cached_proposals, collate, flip_sample, join_datasets
 from detect.engine.detection_inference import evaluate_predictions, load_detector, predict
 from detect.engine.detection_trainer import lr_factor, train_detector
-from detect.data.classification import SeededSampler
+from detect.data.samplers import SeededSampler
 from detect.evaluation.evaluate import format_table
 
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 from detect.config import parse_override
 from detect.data.spec import build_dataset
-from detect.engine.checkpoint import atomic_write_bytes
 from detect.evaluation.proposal_recall import format_recall_table, proposal_recall
 from detect.proposals import build_proposer
 from detect.proposals.cache import dataset_cache_root, ensure_proposals, proposal_path, read_proposals
 from detect.report.recall_plot import plot_recall_curves
+from detect.utils.files import atomic_write_bytes
 
 
 def parse_proposer(text: str) -> tuple[str, dict]:

@@ -16,7 +16,7 @@ def add_arguments(parser) -> None:
 def main(args) -> int:
     from detect.data.spec import build_dataset
     from detect.data.stats import dataset_statistics, format_statistics
-    from detect.engine.checkpoint import atomic_write_bytes
+    from detect.utils.files import atomic_write_bytes
 
     dataset = build_dataset(args.data, args.classes.split(",") if args.classes else None)
     report = dataset.image_report() if args.check_images else None

@@ -33,7 +33,6 @@ def main(args) -> int:
 
     from detect.config import load_config, print_config
     from detect.data.spec import build_dataset
-    from detect.engine.checkpoint import atomic_write_bytes
     from detect.engine.detection_config import DetectionConfig
     from detect.engine.detection_data import ProposalDataset, cached_proposals
     from detect.engine.detection_inference import evaluate_predictions, predict
@@ -41,6 +40,7 @@ def main(args) -> int:
     from detect.errors import UserError
     from detect.evaluation.evaluate import format_table
     from detect.report.detections import draw_detections, plot_precision_recall, precision_recall_curves, write_image
+    from detect.utils.files import atomic_write_bytes
 
     start = time.perf_counter()
     out = Path(args.out)

@@ -29,9 +29,9 @@ def add_arguments(parser) -> None:
 
 def main(args) -> int:
     from detect.data.spec import build_dataset, devkit_split
-    from detect.engine.checkpoint import atomic_write_bytes
     from detect.evaluation.evaluate import evaluate, format_table
     from detect.evaluation.results import read_coco_results, read_voc_results
+    from detect.utils.files import atomic_write_bytes
 
     dataset = build_dataset(args.data, args.classes.split(",") if args.classes else None)
     results = Path(args.results)

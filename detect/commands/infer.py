@@ -89,13 +89,13 @@ def main(args) -> int:
 
     from detect.boxes import convert_boxes
     from detect.data.images import read_image_rgb
-    from detect.engine.checkpoint import atomic_write_bytes, file_in, output_folder
     from detect.engine.detection_inference import load_detector
-    from detect.engine.device import resolve_device
     from detect.errors import UserError
     from detect.proposals import build_proposer
     from detect.report.detections import draw_detections, write_image
-    from detect.engine.progress import progress_bar
+    from detect.utils.device import resolve_device
+    from detect.utils.files import atomic_write_bytes, file_in, output_folder
+    from detect.utils.progress import progress_bar
 
     if args.video_stride < 1:
         raise UserError(f"--video-stride must be at least 1, got {args.video_stride}")

@@ -32,11 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from detect.config import load_config, print_config
-    from detect.engine import distributed as dist_utils
     from detect.engine.classification_config import PretrainConfig
     from detect.engine.classification_trainer import BEST_CHECKPOINT, LAST_CHECKPOINT, ClassificationTrainer
     from detect.engine.classifier_evaluation import evaluate_checkpoints
-    from detect.engine.device import resolve_device
+    from detect.utils import distributed as dist_utils
+    from detect.utils.device import resolve_device
 
     overrides = list(args.overrides) + ([f"run.device={args.device}"] if args.device else [])
     cfg = load_config(PretrainConfig, args.config, overrides)

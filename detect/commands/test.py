@@ -27,14 +27,14 @@ def main(args) -> int:
 
     from detect.config import load_config, print_config
     from detect.data.spec import build_dataset, devkit_split
-    from detect.engine.checkpoint import atomic_write_bytes, output_folder
     from detect.engine.detection_config import DetectionConfig
     from detect.engine.detection_data import ProposalDataset, cached_proposals, predictions_for
     from detect.engine.detection_inference import evaluate_predictions, load_detector, predict
-    from detect.engine.device import resolve_device
     from detect.errors import UserError
     from detect.evaluation.evaluate import format_table
     from detect.evaluation.results import check_devkit_image_ids, write_coco_results, write_voc_results
+    from detect.utils.device import resolve_device
+    from detect.utils.files import atomic_write_bytes, output_folder
 
     overrides = list(args.overrides) + ([f"train.device={args.device}"] if args.device else [])
     cfg = load_config(DetectionConfig, args.config, overrides)

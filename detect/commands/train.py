@@ -24,8 +24,8 @@ def main(args) -> int:
     from detect.config import load_config, print_config
     from detect.engine.detection_config import DetectionConfig
     from detect.engine.detection_trainer import train_detector
-    from detect.engine.distributed import is_main_process
     from detect.evaluation.evaluate import format_table
+    from detect.utils.distributed import is_main_process
 
     overrides = list(args.overrides) + ([f"train.device={args.device}"] if args.device else [])
     cfg = load_config(DetectionConfig, args.config, overrides)

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from detect.data.dataset import DetectionDataset
-from detect.engine.checkpoint import atomic_write_bytes, file_in
+from detect.utils.files import atomic_write_bytes, file_in
 
 
 def dataset_to_coco_dict(dataset: DetectionDataset, difficult_as_crowd: bool = False) -> dict:

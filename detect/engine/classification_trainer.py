@@ -28,16 +28,17 @@ from tqdm import tqdm
 
 import backbones
 from detect.config import to_dict
-from detect.data.classification import (CorruptImageCounter, ImageFolderDataset, SeededSampler,
-                                        collate_skipping_corrupt, init_loader_worker, write_synthetic_image_folder)
+from detect.data.classification import (CorruptImageCounter, ImageFolderDataset, collate_skipping_corrupt,
+    write_synthetic_image_folder)
 from detect.data.classification_transforms import build_eval_transform, build_train_transform
-from detect.engine import distributed as dist_utils
-from detect.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from detect.data.samplers import SeededSampler, init_loader_worker
 from detect.engine.classification_config import PretrainConfig
-from detect.engine.device import autocast, grad_scaler, prepare_model, resolve_device
-from detect.engine.interrupt import GracefulStop, Interrupted
-from detect.engine.metric_logger import MetricLogger
 from detect.errors import UserError
+from detect.utils import distributed as dist_utils
+from detect.utils.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from detect.utils.device import autocast, grad_scaler, prepare_model, resolve_device
+from detect.utils.interrupt import GracefulStop, Interrupted
+from detect.utils.metric_logger import MetricLogger
 
 LAST_CHECKPOINT = "last.pth"
 BEST_CHECKPOINT = "best.pth"

@@ -14,10 +14,11 @@ from torch import nn
 import backbones
 from detect.data.classification import ImageFolderDataset
 from detect.data.classification_transforms import MultiScaleTransform
-from detect.engine.checkpoint import atomic_write_bytes, load_checkpoint
 from detect.engine.classification_config import PretrainConfig
 from detect.engine.classification_trainer import build_model
 from detect.evaluation.classification import collect_posteriors, evaluation_table, format_table
+from detect.utils.checkpoint import load_checkpoint
+from detect.utils.files import atomic_write_bytes
 
 
 def dense_model_for(model: nn.Module) -> nn.Module:

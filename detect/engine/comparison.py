@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from detect.config import load_config, to_dict
-from detect.engine.checkpoint import atomic_write_bytes
 from detect.engine.detection_config import DetectionConfig
-from detect.engine.interrupt import Interrupted
 from detect.errors import UserError
+from detect.utils.files import atomic_write_bytes
+from detect.utils.interrupt import Interrupted
 
 RESULTS_DIR = "results"
 DETECTIONS_DIR = "detections"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from detect.engine.checkpoint import output_folder
 from detect.errors import UserError
+from detect.utils.files import output_folder
 
 
 def check_before_proposals(cfg, weights: str | None) -> None:

@@ -18,9 +18,9 @@ from torchvision.transforms.v2 import functional as TF
 
 from detect.data.dataset import DetectionDataset
 from detect.data.spec import build_dataset
-from detect.engine import distributed as dist_utils
 from detect.engine.detection_config import ProposalConfig
 from detect.errors import UserError
+from detect.utils import distributed as dist_utils
 
 logger = logging.getLogger(__name__)
 

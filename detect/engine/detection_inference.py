@@ -13,15 +13,15 @@ import torch
 from torch.utils.data import DataLoader
 
 from detect.config import from_dict
-from detect.data.classification import init_loader_worker
-from detect.engine import distributed as dist_utils
-from detect.engine.checkpoint import load_checkpoint
+from detect.data.samplers import init_loader_worker
 from detect.engine.detection_config import DetectionConfig
 from detect.engine.detection_data import ProposalDataset, collate
-from detect.engine.device import autocast
-from detect.engine.progress import progress_bar
 from detect.errors import UserError
 from detect.models.detector import Detector, build_detector
+from detect.utils import distributed as dist_utils
+from detect.utils.checkpoint import load_checkpoint
+from detect.utils.device import autocast
+from detect.utils.progress import progress_bar
 
 
 @torch.no_grad()

@@ -19,21 +19,21 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from detect.config import to_dict
-from detect.data.classification import SeededSampler, init_loader_worker
 from detect.data.dataset import DatasetSubset
+from detect.data.samplers import SeededSampler, init_loader_worker
 from detect.data.spec import build_dataset
-from detect.engine import distributed as dist_utils
-from detect.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from detect.engine.detection_checks import check_before_proposals, training_header
 from detect.engine.detection_config import DetectionConfig
 from detect.engine.detection_data import ProposalDataset, cached_proposals, collate, join_datasets
 from detect.engine.detection_inference import check_compatible, evaluate_predictions, predict
-from detect.engine.device import autocast, grad_scaler, prepare_model, resolve_device
-from detect.engine.interrupt import GracefulStop, Interrupted
-from detect.engine.metric_logger import MetricLogger
 from detect.errors import UserError
 from detect.evaluation.fit_diagnosis import FitDiagnosis, side_by_side
 from detect.models.detector import build_detector
+from detect.utils import distributed as dist_utils
+from detect.utils.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from detect.utils.device import autocast, grad_scaler, prepare_model, resolve_device
+from detect.utils.interrupt import GracefulStop, Interrupted
+from detect.utils.metric_logger import MetricLogger
 
 LAST_CHECKPOINT = "last.pth"
 BEST_CHECKPOINT = "best.pth"

@@ -68,12 +68,12 @@ def measure_detector(cfg: DetectionConfig, checkpoint: str | Path, detections_pa
     from detect.data.spec import build_dataset
     from detect.engine.detection_data import ProposalDataset, cached_proposals
     from detect.engine.detection_inference import evaluate_predictions, load_detector, predict
-    from detect.engine.device import resolve_device
     from detect.errors import UserError
     from detect.evaluation.proposal_recall import proposal_recall
     from detect.evaluation.results import write_coco_results
     from detect.proposals.cache import proposal_path, read_proposals
     from detect.report.detections import precision_recall_curves
+    from detect.utils.device import resolve_device
 
     if not cfg.data.test:
         raise UserError("data.test: a comparison needs a test set (a dataset spec such as voc:ROOT:test)")

@@ -21,15 +21,15 @@ from torchvision.ops import box_iou
 from tqdm import tqdm
 
 from detect.config import to_dict
-from detect.data.classification import init_loader_worker
-from detect.engine import distributed as dist_utils
-from detect.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from detect.engine.device import autocast, grad_scaler, prepare_model, resolve_device
-from detect.engine.interrupt import GracefulStop, Interrupted
-from detect.engine.metric_logger import MetricLogger
+from detect.data.samplers import init_loader_worker
 from detect.errors import ConfigError, UserError
 from detect.proposals.multibox import (MATCH_TARGETS, MultiBoxNet, boxes_to_pixels, dataset_normalised_boxes,
                                        kmeans_priors, multibox_loss)
+from detect.utils import distributed as dist_utils
+from detect.utils.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from detect.utils.device import autocast, grad_scaler, prepare_model, resolve_device
+from detect.utils.interrupt import GracefulStop, Interrupted
+from detect.utils.metric_logger import MetricLogger
 
 CHECKPOINT_NAME = "multibox.pth"
 

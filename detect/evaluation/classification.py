@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from detect.data.classification import init_loader_worker
+from detect.data.samplers import init_loader_worker
 
 PROTOCOLS = ("single-scale", "multi-scale", "dense", "multi-crop", "dense+multi-crop")
 

@@ -25,8 +25,8 @@ import numpy as np
 
 from detect.boxes import convert_boxes
 from detect.data.dataset import DetectionDataset
-from detect.engine.checkpoint import atomic_write_bytes, file_in
 from detect.errors import UserError
+from detect.utils.files import atomic_write_bytes, file_in
 
 VOC_PREFIX = "comp4_det_"
 

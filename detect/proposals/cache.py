@@ -31,9 +31,9 @@ from urllib.parse import quote
 
 import numpy as np
 
-from detect.engine.checkpoint import atomic_write_bytes, current_umask
-from detect.engine.progress import progress_bar
 from detect.errors import DatasetError, UserError
+from detect.utils.files import atomic_write_bytes, current_umask
+from detect.utils.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 

@@ -228,8 +228,8 @@ class MultiBoxProposer:
 
     def __init__(self, checkpoint: str, top_k: int = 200, nms_iou: float | None = None, min_size: float = 1.0,
                  device: str = "cpu") -> None:
-        from detect.engine.checkpoint import load_checkpoint
-        from detect.engine.device import resolve_device
+        from detect.utils.checkpoint import load_checkpoint
+        from detect.utils.device import resolve_device
 
         if not checkpoint:
             raise UserError("method multibox needs checkpoint=PATH (a model written by `detect train-multibox`)")

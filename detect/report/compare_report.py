@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from detect.engine.checkpoint import atomic_write_bytes
 from detect.report.figures import pyplot, save_figure
+from detect.utils.files import atomic_write_bytes
 
 METRIC_TITLES = {"voc07": "VOC07 mAP", "voc12": "VOC12 mAP", "coco": "COCO AP"}
 RECALL_N = ("100", "300", "1000", "2000", "all")

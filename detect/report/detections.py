@@ -7,8 +7,8 @@ import numpy as np
 import torch
 from torchvision.utils import draw_bounding_boxes
 
-from detect.engine.checkpoint import atomic_write_bytes
 from detect.report.figures import pyplot, save_figure
+from detect.utils.files import atomic_write_bytes
 
 
 def draw_detections(image: np.ndarray, detections: dict, classes: list[str], min_score: float = 0.5) -> np.ndarray:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from detect.engine.checkpoint import atomic_write_bytes
+from detect.utils.files import atomic_write_bytes
 
 
 def pyplot():

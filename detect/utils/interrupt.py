@@ -5,7 +5,7 @@ means the last checkpoint is never older than one step when the job is pre-empte
 is written the trainer raises `Interrupted`, which `detect/cli.py` turns into exit status 128 + the
 signal's number (130 for SIGINT, 143 for SIGTERM): a stopped run is not a finished one, so
 `detect train ... && detect test ...` does not go on to test a half-trained model. DataLoader workers
-ignore both signals (every loader's worker_init_fn is detect.data.classification.init_loader_worker):
+ignore both signals (every loader's worker_init_fn is detect.data.samplers.init_loader_worker):
 a signal to the whole process group must not kill the loader before the main process has saved.
 """
 from __future__ import annotations

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from detect.engine.distributed import is_main_process
+from detect.utils.distributed import is_main_process
 
 
 class MetricLogger:
