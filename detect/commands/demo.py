@@ -39,7 +39,8 @@ def main(args) -> int:
     from detect.engine.detection_trainer import LAST_CHECKPOINT, DetectionTrainer
     from detect.errors import UserError
     from detect.evaluation.evaluate import format_table
-    from detect.report.detections import draw_detections, plot_precision_recall, precision_recall_curves, write_image
+    from detect.evaluation.precision_recall import precision_recall_curves
+    from detect.report.detections import draw_detections, plot_precision_recall, write_image
     from detect.utils.files import atomic_write_bytes
 
     start = time.perf_counter()

@@ -24,7 +24,7 @@ MIB = 1024 * 1024
 # Imported once by the fork server, so each measuring child starts in a fraction of a second.
 PRELOAD = ["detect.engine.detector_measurement", "detect.engine.detection_inference", "detect.engine.detection_data",
            "detect.data.spec", "detect.evaluation.evaluate", "detect.evaluation.coco", "detect.evaluation.proposal_recall",
-           "detect.proposals.cache", "detect.proposals.selective_search", "detect.report.detections", "backbones"]
+           "detect.proposals.cache", "detect.proposals.selective_search", "detect.evaluation.precision_recall", "backbones"]
 
 
 def peak_rss_bytes() -> tuple[int, str]:
@@ -69,10 +69,10 @@ def measure_detector(cfg: DetectionConfig, checkpoint: str | Path, detections_pa
     from detect.engine.detection_data import ProposalDataset, cached_proposals
     from detect.engine.detection_inference import evaluate_predictions, load_detector, predict
     from detect.errors import UserError
+    from detect.evaluation.precision_recall import precision_recall_curves
     from detect.evaluation.proposal_recall import proposal_recall
     from detect.evaluation.results import write_coco_results
     from detect.proposals.cache import proposal_path, read_proposals
-    from detect.report.detections import precision_recall_curves
     from detect.utils.device import resolve_device
 
     if not cfg.data.test:

@@ -1,4 +1,5 @@
-"""Pictures of detections (boxes, class names, scores) and the precision-recall curves behind VOC AP."""
+"""Pictures of detections (boxes, class names, scores) and plots of the precision-recall curves behind VOC AP
+(the curves themselves: detect.evaluation.precision_recall)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -40,29 +41,6 @@ def write_image(path: str | Path, image_rgb: np.ndarray) -> Path:
         raise ValueError(f"{path}: cannot encode an image with this suffix")
     atomic_write_bytes(path, lambda fh: fh.write(data.tobytes()))
     return path
-
-
-def precision_recall_curves(dataset, predictions: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per class: (recall, precision) over the score-ranked detections, VOC rules (IoU >= 0.5, difficult ignored)."""
-    from detect.evaluation.results import as_numpy_predictions
-    from detect.evaluation.voc import (IOU_THRESHOLD, best_overlap, dataset_ground_truth, detection_status,
-                                       flat_predictions, rank_order)
-
-    gt = dataset_ground_truth(dataset)
-    det = flat_predictions(as_numpy_predictions(dataset, predictions))
-    best_gt, best_iou = best_overlap(gt, det.image, det.boxes, det.labels, dataset.num_classes)
-    order = rank_order(det.scores, det.labels, dataset.num_classes)
-    status = detection_status(best_gt[order], best_iou[order], np.asarray(gt.ignored, bool), IOU_THRESHOLD)
-    labels = det.labels[order]
-    curves = {}
-    for c, name in enumerate(dataset.classes, start=1):
-        positives = int(np.sum((gt.labels == c) & ~np.asarray(gt.ignored, bool)))
-        scored = status[labels == c]
-        scored = scored[scored >= 0]
-        tp, fp = np.cumsum(scored == 1), np.cumsum(scored == 0)
-        if positives:
-            curves[name] = (tp / positives, tp / np.maximum(tp + fp, 1))
-    return curves
 
 
 def plot_precision_recall(curves: dict, aps: dict, path: str | Path, title: str = "") -> Path:
