@@ -34,7 +34,7 @@ class DataConfig:
 
 
 @dataclass
-class ModelConfig:
+class ClassifierModelConfig:
     name: str = "vgg16"  # a name of `detect backbones`
     width: float = 1.0  # channel multiplier (thin versions of the same topology)
     options: dict[str, Any] = field(default_factory=dict)  # passed to backbones.build_backbone
@@ -85,7 +85,7 @@ class RunConfig:
 
 @dataclass
 class PretrainConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)  # the backbone to pretrain
+    model: ClassifierModelConfig = field(default_factory=ClassifierModelConfig)  # the backbone to pretrain
     data: DataConfig = field(default_factory=DataConfig)  # the image folder and its augmentation
     optim: OptimConfig = field(default_factory=OptimConfig)  # SGD and batch size
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)  # learning-rate schedule

@@ -44,7 +44,7 @@ class DataConfig:
 
 
 @dataclass
-class ModelConfig:
+class MultiBoxModelConfig:
     backbone: str = "googlenet"  # a name of `detect backbones`
     width: float = 1.0  # channel multiplier (thin versions of the same topology)
     num_priors: int = 200  # K: boxes predicted per image (k-means priors of the training boxes)
@@ -98,7 +98,7 @@ class RunConfig:
 @dataclass
 class MultiBoxTrainConfig:
     data: DataConfig = field(default_factory=DataConfig)  # training (and validation) dataset
-    model: ModelConfig = field(default_factory=ModelConfig)  # the MultiBox network
+    model: MultiBoxModelConfig = field(default_factory=MultiBoxModelConfig)  # the MultiBox network
     loss: LossConfig = field(default_factory=LossConfig)  # matching and loss
     optim: OptimConfig = field(default_factory=OptimConfig)  # optimizer and schedule
     run: RunConfig = field(default_factory=RunConfig)  # outputs, device, seed, resume
