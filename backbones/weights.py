@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 
 import torch
 from torch import nn
+from torchvision.models import get_weight
 
 from backbones.errors import BackboneError
 
@@ -89,8 +90,6 @@ def torchvision_state_dict(model: nn.Module, timeout: float = 30.0) -> tuple[dic
     Returns (state_dict, where it came from). Offline, fails after `timeout` seconds at most with a
     message that says how to pass a local file instead.
     """
-    from torchvision.models import get_weight
-
     name = getattr(model, "torchvision_weights", None)
     arch = getattr(model, "arch", type(model).__name__)
     if name is None:

@@ -6,6 +6,7 @@ training and evaluation see the same thing whatever the file format was.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from detect.data import images
+from detect.data.images import read_image_rgb
 from detect.errors import DatasetError
 
 
@@ -131,8 +134,6 @@ class DetectionDataset(Dataset):
 
     def load_image(self, index: int) -> np.ndarray:
         """The image as uint8 RGB [H,W,3]. Clear error naming the file if it is missing or corrupt."""
-        from detect.data.images import read_image_rgb
-
         record = self.records[index]
         image = read_image_rgb(record.image_path)
         if image.shape[:2] != (record.height, record.width):
@@ -150,8 +151,6 @@ class DetectionDataset(Dataset):
     def image_report(self) -> dict:
         """Decode every image: {"decoded": n, "damaged": [paths decoded only in part (truncated)],
         "unreadable": [one message per image that cannot be used: missing, undecodable, wrong size]}."""
-        from detect.data import images
-
         report = {"decoded": 0, "damaged": [], "unreadable": []}
         for index, record in enumerate(self.records):
             before = len(images.damaged_images)
@@ -189,8 +188,6 @@ class DetectionDataset(Dataset):
 
     def fingerprint(self) -> str:
         """A short hash of the image ids and sizes: proposal caches record it to refuse a wrong dataset."""
-        import hashlib
-
         h = hashlib.sha1()
         for r in self.records:
             h.update(f"{r.image_id}:{r.width}x{r.height};".encode())
@@ -200,8 +197,6 @@ class DetectionDataset(Dataset):
         """A short hash of what the images hold: each file's size and three 4 KiB samples (start, middle,
         end), so the same ids and sizes with other pixels give another value (proposal caches check it).
         Computed once per dataset object; no mtime, so a copied dataset keeps its value."""
-        import hashlib
-
         if getattr(self, "_content_fingerprint", None) is None:
             h = hashlib.sha1(self.fingerprint().encode())
             for r in self.records:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image, ImageFile
 
 from detect.errors import DatasetError
 
@@ -41,8 +42,6 @@ def read_image_rgb(path: str | Path) -> np.ndarray:
 
 def decode_damaged(data: bytes) -> np.ndarray | None:
     """PIL's decoding of a truncated file (RGB or L array), or None if nothing decodes."""
-    from PIL import Image, ImageFile
-
     allowed = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = True
     try:

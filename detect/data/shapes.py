@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
+from detect.data.convert import write_coco_layout, write_voc_layout
 from detect.data.dataset import DetectionDataset, ImageRecord
 from detect.errors import UserError
 
@@ -167,8 +168,6 @@ def write_shapes(out_dir: str | Path, count: int, seed: int = 0, fmt: str = "voc
                  image_size: int = DEFAULT_IMAGE_SIZE) -> Path:
     """The N-image synthetic set on disk: VOC layout with train/val/test/trainval lists, or COCO
     images/ + annotations/instances_<split>.json. Every file is written atomically."""
-    from detect.data.convert import write_coco_layout, write_voc_layout
-
     dataset = ShapesDataset(count, seed, image_size)
     splits = {name: ids for name, ids in split_indices(count).items() if name != "all"}
     if fmt == "voc":

@@ -8,7 +8,12 @@
 """
 from __future__ import annotations
 
+from pathlib import Path
+
+from detect.data.coco import read_coco
 from detect.data.dataset import DetectionDataset
+from detect.data.shapes import SPLITS, shapes_split
+from detect.data.voc import read_voc, read_voc_dirs
 from detect.errors import UserError
 
 VALID_FORMS = ("voc:ROOT[:SPLIT]", "voc-dirs:ANNOTATIONS_DIR:IMAGES_DIR[:IDS_FILE]", "coco:ANN_JSON:IMAGES_DIR",
@@ -19,20 +24,12 @@ def build_dataset(spec: str, classes: list[str] | None = None) -> DetectionDatas
     kind, _, rest = spec.partition(":")
     parts = rest.split(":") if rest else []
     if kind == "voc" and 1 <= len(parts) <= 2 and parts[0]:
-        from detect.data.voc import read_voc
-
         return read_voc(parts[0], parts[1] if len(parts) == 2 and parts[1] else None, classes)
     if kind == "voc-dirs" and 2 <= len(parts) <= 3 and all(parts):
-        from detect.data.voc import read_voc_dirs
-
         return read_voc_dirs(parts[0], parts[1], parts[2] if len(parts) == 3 else None, classes)
     if kind == "coco" and len(parts) == 2 and all(parts):
-        from detect.data.coco import read_coco
-
         return read_coco(parts[0], parts[1], classes)
     if kind == "shapes" and 1 <= len(parts) <= 3:
-        from detect.data.shapes import shapes_split
-
         count, seed, split = parse_shapes_args(spec, parts)
         dataset = shapes_split(count, seed, split)
         if classes is not None and list(classes) != dataset.classes:
@@ -45,8 +42,6 @@ def devkit_split(spec: str) -> str:
     """The split name of a spec for VOC devkit file names (comp4_det_<split>_<class>.txt): SPLIT of
     voc:ROOT:SPLIT and shapes:N[:SEED]:SPLIT, the ids file's name without extension for
     voc-dirs:ANN:IMG:IDS_FILE, else "test"."""
-    from pathlib import Path
-
     kind, _, rest = spec.partition(":")
     parts = rest.split(":") if rest else []
     split = None
@@ -61,8 +56,6 @@ def devkit_split(spec: str) -> str:
 
 def parse_shapes_args(spec: str, parts: list[str]) -> tuple[int, int, str]:
     """N, then an optional integer SEED, then an optional SPLIT name."""
-    from detect.data.shapes import SPLITS
-
     if not parts[0].isdigit() or int(parts[0]) < 1:
         raise UserError(f"dataset spec {spec!r}: N must be a positive integer, got {parts[0]!r}")
     count, seed, split = int(parts[0]), 0, "all"

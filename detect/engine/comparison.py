@@ -15,9 +15,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import backbones
 from detect.config import load_config, to_dict
 from detect.engine.detection_config import DetectionConfig
+from detect.engine.detection_trainer import LAST_CHECKPOINT, DetectionTrainer
+from detect.engine.detector_measurement import measure_detector, measure_detector_in_child
 from detect.errors import UserError
+from detect.proposals import build_proposer
 from detect.utils.files import atomic_write_bytes
 from detect.utils.interrupt import Interrupted
 
@@ -48,8 +52,6 @@ def split_list(text: str | None) -> list[str]:
 
 def backbone_variant_options(name: str, options: dict) -> tuple[dict, tuple[str, ...]]:
     """The base config's backbone options that backbone `name` accepts, and the names of the others."""
-    import backbones
-
     if name not in backbones.BUILDERS:
         try:
             backbones.build_backbone(name)
@@ -68,8 +70,6 @@ def proposer_params(method: str, base: DetectionConfig, extra: dict[str, dict]) 
 
 def check_proposer(method: str, params: dict) -> None:
     """Build the proposer once up front, so a missing MultiBox checkpoint fails before any training."""
-    from detect.proposals import build_proposer
-
     learned = method in ("multibox", "combined")
     if learned and not params.get("checkpoint"):
         raise UserError(f"--proposers {method}: needs a trained MultiBox model (`detect train-multibox`); "
@@ -187,8 +187,6 @@ def add_training_time(run_dir: Path, seconds: float) -> dict:
 
 def train_variant(variant: Variant) -> tuple[Path, dict]:
     """Train (or resume) the variant into its run dir; (checkpoint, training time record)."""
-    from detect.engine.detection_trainer import LAST_CHECKPOINT, DetectionTrainer
-
     run_dir = Path(variant.cfg.train.out_dir)
     checkpoint = run_dir / LAST_CHECKPOINT
     trainer = DetectionTrainer(variant.cfg, variant.weights, resume=checkpoint.is_file())
@@ -208,8 +206,6 @@ def train_variant(variant: Variant) -> tuple[Path, dict]:
 
 def run_variant(variant: Variant, out: Path, isolate: bool = True) -> dict:
     """Train (unless a checkpoint is given), measure, and write the variant's result file atomically."""
-    from detect.engine.detector_measurement import measure_detector, measure_detector_in_child
-
     if variant.checkpoint is None:
         checkpoint, training = train_variant(variant)
     else:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+import backbones
 from detect.errors import UserError
 from detect.utils.files import output_folder
 
@@ -13,8 +14,6 @@ from detect.utils.files import output_folder
 def check_before_proposals(cfg, weights: str | None) -> None:
     """Fail in a second, not after the proposals: unknown backbone or option, missing weights file,
     an output folder that cannot be written. The backbone is built on the meta device (no memory)."""
-    import backbones
-
     try:
         with torch.device("meta"):
             backbones.build_backbone(cfg.model.backbone, width=cfg.model.width, **cfg.model.backbone_options)

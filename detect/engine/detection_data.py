@@ -16,10 +16,13 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as TF
 
-from detect.data.dataset import DetectionDataset
+from detect.data.dataset import DatasetSubset, DetectionDataset
 from detect.data.spec import build_dataset
 from detect.engine.detection_config import ProposalConfig
 from detect.errors import UserError
+from detect.evaluation.results import empty_predictions
+from detect.proposals import build_proposer
+from detect.proposals.cache import dataset_cache_root, ensure_proposals, load_proposals, unreadable_images
 from detect.utils import distributed as dist_utils
 
 logger = logging.getLogger(__name__)
@@ -54,8 +57,6 @@ def cache_root(dataset: DetectionDataset, cfg: ProposalConfig) -> Path:
     The proposal cache records the dataset's fingerprints, so if the images behind a spec change
     (a split file edited, a regenerated dataset, other pixels), the old cache is refused with a clear error.
     """
-    from detect.proposals.cache import dataset_cache_root
-
     return dataset_cache_root(dataset, cfg.cache_dir)
 
 
@@ -65,9 +66,6 @@ def cached_proposals(dataset: DetectionDataset, cfg: ProposalConfig, progress: b
 
     An image that cannot be decoded is skipped (recorded in the cache; `ProposalDataset` leaves it
     out), or with `strict_images` (data.strict_images) a DatasetError naming it."""
-    from detect.proposals import build_proposer
-    from detect.proposals.cache import ensure_proposals
-
     proposer = build_proposer(cfg.method, **cfg.params)
     root = cache_root(dataset, cfg)
     if dist_utils.is_main_process():
@@ -79,9 +77,6 @@ def cached_proposals(dataset: DetectionDataset, cfg: ProposalConfig, progress: b
 
 def without_unreadable(dataset: DetectionDataset, cache_dir: Path) -> DetectionDataset:
     """The dataset less the images its proposal cache recorded as undecodable (counted in `skips`, logged once)."""
-    from detect.data.dataset import DatasetSubset
-    from detect.proposals.cache import unreadable_images
-
     unreadable = unreadable_images(dataset, cache_dir)
     if not unreadable:
         return dataset
@@ -104,8 +99,6 @@ def predictions_for(dataset: DetectionDataset, used: DetectionDataset, predictio
     no detections for the images left out, so written results keep the dataset's image ids."""
     if used is dataset:
         return predictions
-    from detect.evaluation.results import empty_predictions
-
     full = empty_predictions(len(dataset))
     for prediction, index in zip(predictions, used.indices):
         full[index] = prediction
@@ -128,8 +121,6 @@ class ProposalDataset(Dataset):
         return len(self.dataset)
 
     def proposals(self, index: int) -> torch.Tensor:
-        from detect.proposals.cache import load_proposals
-
         boxes, _ = load_proposals(self.cache_dir, self.dataset.records[index].image_id)
         return torch.as_tensor(np.asarray(boxes, dtype=np.float32)[: self.max_per_image]).reshape(-1, 4)
 

@@ -17,6 +17,7 @@ from detect.data.samplers import init_loader_worker
 from detect.engine.detection_config import DetectionConfig
 from detect.engine.detection_data import ProposalDataset, collate
 from detect.errors import UserError
+from detect.evaluation.evaluate import evaluate
 from detect.models.detector import Detector, build_detector
 from detect.utils import distributed as dist_utils
 from detect.utils.checkpoint import load_checkpoint
@@ -47,8 +48,6 @@ def predict(model: Detector, dataset: ProposalDataset, device: torch.device, amp
 
 def evaluate_predictions(dataset, predictions: list[dict], metrics: list[str]) -> dict[str, dict]:
     """metric name -> the evaluation module's result dict (mAP, per-class AP, ...)."""
-    from detect.evaluation.evaluate import evaluate
-
     return {metric: evaluate(dataset, predictions, metric) for metric in metrics}
 
 

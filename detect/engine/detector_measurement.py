@@ -17,8 +17,19 @@ from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
+import backbones
+from detect.data.spec import build_dataset
 from detect.engine.detection_config import METRICS, DetectionConfig
+from detect.engine.detection_data import ProposalDataset, cached_proposals
+from detect.engine.detection_inference import evaluate_predictions, load_detector, predict
+from detect.errors import UserError
+from detect.evaluation.precision_recall import precision_recall_curves
+from detect.evaluation.proposal_recall import proposal_recall
+from detect.evaluation.results import write_coco_results
+from detect.proposals.cache import proposal_path, read_proposals
+from detect.utils.device import resolve_device
 
 MIB = 1024 * 1024
 # Imported once by the fork server, so each measuring child starts in a fraction of a second.
@@ -44,8 +55,6 @@ def peak_rss_bytes() -> tuple[int, str]:
 
 def backbone_complexity(cfg: DetectionConfig) -> dict:
     """Parameters and GFLOPs of the backbone's 224x224 classification pass, as `detect backbones` lists them."""
-    import backbones
-
     with torch.device("meta"):  # shapes only: instant, no memory
         model = backbones.build_backbone(cfg.model.backbone, width=cfg.model.width, **cfg.model.backbone_options)
     return {"backbone_parameters": backbones.count_parameters(model),
@@ -54,8 +63,6 @@ def backbone_complexity(cfg: DetectionConfig) -> dict:
 
 def detector_gflops(model, data, device: torch.device) -> tuple[float, int]:
     """(GFLOPs, proposals) of one test-time forward on the first test image; also warms the model up."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     image, _, proposals = data[0]
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model([image.to(device)], [proposals.to(device)])
@@ -64,17 +71,6 @@ def detector_gflops(model, data, device: torch.device) -> tuple[float, int]:
 
 def measure_detector(cfg: DetectionConfig, checkpoint: str | Path, detections_path: str | Path | None = None) -> dict:
     """Accuracy (VOC07/VOC12/COCO, PR curves), cost, speed, memory and proposal recall on data.test."""
-    from backbones import count_parameters
-    from detect.data.spec import build_dataset
-    from detect.engine.detection_data import ProposalDataset, cached_proposals
-    from detect.engine.detection_inference import evaluate_predictions, load_detector, predict
-    from detect.errors import UserError
-    from detect.evaluation.precision_recall import precision_recall_curves
-    from detect.evaluation.proposal_recall import proposal_recall
-    from detect.evaluation.results import write_coco_results
-    from detect.proposals.cache import proposal_path, read_proposals
-    from detect.utils.device import resolve_device
-
     if not cfg.data.test:
         raise UserError("data.test: a comparison needs a test set (a dataset spec such as voc:ROOT:test)")
     if cfg.train.threads:
@@ -106,7 +102,7 @@ def measure_detector(cfg: DetectionConfig, checkpoint: str | Path, detections_pa
         "classes": list(classes),
         "metrics": evaluate_predictions(dataset, predictions, list(METRICS)),
         "pr_curves": {name: {"recall": r.tolist(), "precision": p.tolist()} for name, (r, p) in curves.items()},
-        "complexity": {"detector_parameters": count_parameters(model), **backbone_complexity(cfg),
+        "complexity": {"detector_parameters": backbones.count_parameters(model), **backbone_complexity(cfg),
                        "detector_gflops_first_test_image": gflops, "proposals_first_test_image": flop_proposals},
         "speed": {"device": str(device), "torch_threads": torch.get_num_threads(), "images": len(dataset),
                   "seconds": seconds, "seconds_per_image": seconds / max(len(dataset), 1),

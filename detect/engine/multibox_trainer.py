@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from detect.config import to_dict
 from detect.data.samplers import init_loader_worker
+from detect.data.spec import build_dataset
 from detect.errors import ConfigError, UserError
 from detect.proposals.multibox import (MATCH_TARGETS, MultiBoxNet, boxes_to_pixels, dataset_normalised_boxes,
                                        kmeans_priors, multibox_loss)
@@ -178,8 +179,6 @@ def resume_state(cfg: MultiBoxTrainConfig, path: Path) -> dict | None:
 
 def train_multibox(cfg: MultiBoxTrainConfig) -> Path:
     """Train (or resume) to cfg.optim.epochs; returns the checkpoint path (a MultiBoxProposer loads it)."""
-    from detect.data.spec import build_dataset
-
     device = resolve_device(cfg.run.device, dist_utils.local_rank())
     distributed = dist_utils.init_distributed(device)
     try:

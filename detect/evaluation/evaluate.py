@@ -12,7 +12,9 @@ import numpy as np
 
 from detect.data.dataset import DetectionDataset
 from detect.errors import UserError
+from detect.evaluation.coco import evaluate_coco
 from detect.evaluation.results import as_numpy_predictions
+from detect.evaluation.voc import IOU_THRESHOLD, dataset_ground_truth, flat_predictions, voc_detection_ap
 
 METRICS = {
     "voc07": "PASCAL VOC2007 11-point AP at IoU >= 0.5 (devkit VOCevaldet.m)",
@@ -42,14 +44,10 @@ def evaluate(dataset: DetectionDataset, predictions, metric: str = "voc07", use_
               "difficult": difficult_rule(use_difficult), "dataset": dataset.name, "num_images": len(dataset),
               "num_detections": int(sum(len(p["labels"]) for p in predictions))}
     if metric == "coco":
-        from detect.evaluation.coco import evaluate_coco
-
         scores = evaluate_coco(dataset, predictions, use_difficult, verbose)
         result.update(mAP=scores["stats"]["AP"], ap=json_numbers(scores["ap"]), ap50=json_numbers(scores["ap50"]),
                       stats=scores["stats"], summary=scores["summary"])
         return result
-
-    from detect.evaluation.voc import IOU_THRESHOLD, dataset_ground_truth, flat_predictions, voc_detection_ap
 
     stats = voc_detection_ap(dataset_ground_truth(dataset, use_difficult), flat_predictions(predictions),
                              dataset.num_classes, eleven_point=metric == "voc07")

@@ -8,6 +8,7 @@ Shapes: N images, R regions, F features, C foreground classes; boxes [R,4] xyxy 
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -17,6 +18,7 @@ from torch import nn
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 from torchvision.ops import clip_boxes_to_image
 
+import backbones
 from detect.errors import UserError
 from detect.models.box_coder import BoxCoder
 from detect.models.localisation_head import LocalisationHead, box_loss
@@ -181,15 +183,11 @@ def build_detector(cfg: ModelConfig, num_classes: int, inference: InferenceConfi
                    weights: str | None = None) -> Detector:
     """A detector on `cfg.backbone`, optionally starting from pretrained backbone weights
     (a local file, or "torchvision" for torchvision's ImageNet weights of the same architecture)."""
-    import backbones
-
     try:
         backbone = backbones.build_backbone(cfg.backbone, width=cfg.width, **cfg.backbone_options)
         if weights:
             _, left_out = backbones.load_detection_weights(backbone, weights)  # any class count: classifier left out
             if left_out:
-                import logging
-
                 logging.getLogger(__name__).warning(
                     "%s: %d entries not used for detection left out (%s): the detector trains its own classifier",
                     weights, len(left_out), ", ".join(left_out[:4]) + (", ..." if len(left_out) > 4 else ""))

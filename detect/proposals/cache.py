@@ -29,9 +29,12 @@ from multiprocessing import get_context
 from pathlib import Path
 from urllib.parse import quote
 
+import cv2
 import numpy as np
+import torch
 
 from detect.errors import DatasetError, UserError
+from detect.proposals import PROPOSERS
 from detect.utils.files import atomic_write_bytes, current_umask
 from detect.utils.progress import progress_bar
 
@@ -42,8 +45,6 @@ MANIFEST = "manifest.json"
 
 def method_name(proposer) -> str:
     """The name `build_proposer` knows the proposer's class by (else its `method` attribute or class name)."""
-    from detect.proposals import PROPOSERS
-
     path = f"{type(proposer).__module__}:{type(proposer).__name__}"
     names = [name for name, target in PROPOSERS.items() if target == path]
     return names[0] if names else getattr(proposer, "method", type(proposer).__name__)
@@ -164,9 +165,6 @@ _WORKER: dict = {}
 
 def _init_worker(dataset, proposer, cache_dir: Path, threads: int | None = None, strict_images: bool = False) -> None:
     if threads is not None:  # worker processes: one thread each, the processes are the parallelism
-        import cv2
-        import torch
-
         cv2.setNumThreads(threads)
         torch.set_num_threads(threads)
     _WORKER.update(dataset=dataset, proposer=proposer, cache_dir=cache_dir, strict_images=strict_images)

@@ -14,6 +14,8 @@ from torchvision.ops import nms
 
 from detect.errors import UserError
 from detect.proposals.boxes import dedupe_boxes_keep_first, rank_scores
+from detect.proposals.multibox import MultiBoxProposer
+from detect.proposals.selective_search import STRATEGIES, SelectiveSearch
 
 
 def merge_proposals(parts: list[np.ndarray], dedupe_iou: float | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -47,9 +49,6 @@ class CombinedProposer:
                  min_box_size: float = 20, max_side: int | None = 1000, max_proposals: int | None = None,
                  seed: int = 0, scale_k: bool = False, multibox_nms_iou: float | None = None,
                  device: str = "cpu") -> None:
-        from detect.proposals.multibox import MultiBoxProposer
-        from detect.proposals.selective_search import STRATEGIES, SelectiveSearch
-
         if top_m < 0:
             raise UserError(f"combined proposer: top_m must be >= 0, got {top_m}")
         if dedupe_iou is not None and not 0.0 < dedupe_iou <= 1.0:

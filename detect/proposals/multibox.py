@@ -30,7 +30,11 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torchvision.ops import clip_boxes_to_image, nms, remove_small_boxes
 
+from backbones import BackboneError, build_backbone, load_weights
 from detect.errors import UserError
+from detect.proposals.boxes import as_rgb_image
+from detect.utils.checkpoint import load_checkpoint
+from detect.utils.device import resolve_device
 
 MATCH_TARGETS = ("predictions", "priors")
 
@@ -137,8 +141,6 @@ class MultiBoxNet(nn.Module):
                  grid_size: int = 7, hidden: int = 1024, dropout: float = 0.5,
                  backbone_weights: str | None = None) -> None:
         super().__init__()
-        from backbones import BackboneError, build_backbone, load_weights
-
         try:
             model = build_backbone(backbone, width=width)
             if backbone_weights:
@@ -228,9 +230,6 @@ class MultiBoxProposer:
 
     def __init__(self, checkpoint: str, top_k: int = 200, nms_iou: float | None = None, min_size: float = 1.0,
                  device: str = "cpu") -> None:
-        from detect.utils.checkpoint import load_checkpoint
-        from detect.utils.device import resolve_device
-
         if not checkpoint:
             raise UserError("method multibox needs checkpoint=PATH (a model written by `detect train-multibox`)")
         self.checkpoint = Path(checkpoint).resolve()
@@ -250,8 +249,6 @@ class MultiBoxProposer:
 
     @torch.no_grad()
     def propose(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from detect.proposals.boxes import as_rgb_image
-
         image = as_rgb_image(image)
         height, width = image.shape[:2]
         batch = image_to_input(image, self.model.input_size)[None].to(self.device)

@@ -8,11 +8,11 @@ loops and an all-pairs neighbour search): fine for comparisons on a few images.
 from __future__ import annotations
 
 import numpy as np
+import selectivesearch
 
 from detect.errors import UserError
-from detect.proposals.boxes import (
-    as_rgb_image, dedupe_boxes_keep_first, downscale_to_max_side, filter_small_boxes, map_back, rank_scores,
-)
+from detect.proposals.boxes import (as_rgb_image, dedupe_boxes_keep_first, downscale_to_max_side, filter_small_boxes,
+                                    map_back, rank_scores)
 
 
 class SelectiveSearchPackage:
@@ -32,16 +32,12 @@ class SelectiveSearchPackage:
         self.max_proposals = None if max_proposals in (None, 0) else int(max_proposals)
 
     def params(self) -> dict:
-        import selectivesearch
-
         return {"scale": self.scale, "sigma": self.sigma, "min_size": self.min_size,
                 "min_box_size": self.min_box_size, "max_side": self.max_side,
                 "max_proposals": self.max_proposals,
                 "package_version": getattr(selectivesearch, "__version__", "unknown")}
 
     def propose(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        import selectivesearch
-
         image = as_rgb_image(image)
         height, width = image.shape[:2]
         image = downscale_to_max_side(image, self.max_side)

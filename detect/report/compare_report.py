@@ -13,7 +13,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from detect.report.detections import plot_precision_recall
 from detect.report.figures import pyplot, save_figure
+from detect.report.recall_plot import plot_recall_curves
 from detect.utils.files import atomic_write_bytes
 
 METRIC_TITLES = {"voc07": "VOC07 mAP", "voc12": "VOC12 mAP", "coco": "COCO AP"}
@@ -121,8 +125,6 @@ def provenance_table(results: list[dict]) -> Table:
 
 def plot_map_bars(results: list[dict], path: Path) -> Path:
     """Grouped bars: one group per metric, one bar per variant, value printed on top."""
-    import numpy as np
-
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.0, 3.8))
     width = 0.8 / len(results)
@@ -153,11 +155,6 @@ def plot_speed_accuracy(results: list[dict], path: Path) -> Path:
 
 
 def render_plots(results: list[dict], out: Path) -> list[Figure]:
-    import numpy as np
-
-    from detect.report.detections import plot_precision_recall
-    from detect.report.recall_plot import plot_recall_curves
-
     plots = out / PLOTS_DIR
     figures = [Figure("mAP per metric", plot_map_bars(results, plots / "map.png")),
                Figure("VOC07 mAP against inference time", plot_speed_accuracy(results, plots / "speed_accuracy.png"))]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torchvision.utils import draw_bounding_boxes
@@ -33,8 +34,6 @@ def draw_detections(image: np.ndarray, detections: dict, classes: list[str], min
 
 def write_image(path: str | Path, image_rgb: np.ndarray) -> Path:
     """PNG or JPEG by the file's suffix, written atomically."""
-    import cv2
-
     path = Path(path)
     ok, data = cv2.imencode(path.suffix or ".png", np.ascontiguousarray(image_rgb[:, :, ::-1]))
     if not ok:

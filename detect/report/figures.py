@@ -8,6 +8,8 @@ from detect.utils.files import atomic_write_bytes
 
 def pyplot():
     """matplotlib.pyplot on the Agg backend: works on headless machines and in worker processes."""
+    # Imported here on purpose: matplotlib is heavy to import and only a run that draws a plot needs it;
+    # the backend must be chosen before pyplot is first imported.
     import matplotlib
 
     matplotlib.use("Agg")

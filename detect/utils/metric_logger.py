@@ -25,6 +25,8 @@ class MetricLogger:
         # Append: a resumed run continues the same file.
         self._jsonl = open(self.out_dir / "metrics.jsonl", "a", buffering=1)
         if tensorboard:
+            # Imported here on purpose: TensorBoard (and protobuf behind it) is heavy, and only a logging
+            # rank with tensorboard=True needs it.
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(log_dir=str(self.out_dir / "tensorboard"))
