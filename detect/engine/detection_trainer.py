@@ -147,6 +147,7 @@ class DetectionTrainer:
         t = self.cfg.train
         logger = MetricLogger(self.out_dir)
         show = t.progress and dist_utils.is_main_process()
+        self.log_tic = time.perf_counter()
         bar = tqdm(total=self.total_steps, initial=self.step, desc="train", disable=not show, dynamic_ncols=True)
         try:
             with GracefulStop() as stop:
@@ -173,14 +174,14 @@ class DetectionTrainer:
         if len(loader) == 0 and self.epoch_position == 0:  # (a run resumed at an epoch's end just moves on)
             raise UserError(f"{self.train_data.dataset.name}: fewer images ({len(self.train_data)}) than "
                             f"train.images_per_batch x processes")
-        tic = time.perf_counter()
         for images, targets, proposals in loader:
             losses = self.train_step(images, targets, proposals)
             self.epoch_position += t.images_per_batch
             self.step += 1
             bar.update(1)
             if self.step % max(1, t.log_every) == 0 or self.step == 1:
-                elapsed, tic = time.perf_counter() - tic, time.perf_counter()
+                # seconds since the previous log line, across epoch boundaries (self.log_tic set in fit)
+                elapsed, self.log_tic = time.perf_counter() - self.log_tic, time.perf_counter()
                 logger.log(self.step, {**losses, "lr": self.optimizer.param_groups[0]["lr"], "seconds": elapsed})
                 bar.set_postfix({k.replace("loss_", ""): f"{v:.3f}" for k, v in losses.items()})
             if t.checkpoint_every and self.step % t.checkpoint_every == 0:
