@@ -124,3 +124,39 @@ def test_each_command_writes_only_inside_its_output(tmp_path, monkeypatch, capsy
         written = {p for p, t in after.items() if before.get(p) != t}
         assert written and all(p.is_relative_to(out) for p in written), (argv[0], sorted(written)[:5])
     capsys.readouterr()
+
+
+def test_train_test_and_infer_write_only_inside_their_outputs(tmp_path, monkeypatch, capsys):
+    """The detector's commands too: train writes its run folder and the proposal cache, test and infer
+    their --out folder; nothing lands in the working directory or beside the data."""
+    import yaml
+
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    voc, cache, run = tmp_path / "voc", tmp_path / "cache", tmp_path / "run"
+    assert cli.main(["convert", "--shapes", "20", "--seed", "2", "--format", "voc", "--size", "64", "--out", str(voc)]) == 0
+    config = tmp_path / "cfg" / "tiny.yaml"
+    config.parent.mkdir()
+    config.write_text(yaml.safe_dump({
+        "data": {"train": [f"voc:{voc}:train"], "val": f"voc:{voc}:val", "test": f"voc:{voc}:test", "workers": 0},
+        "proposals": {"params": {"strategy": "single"}, "cache_dir": str(cache), "workers": 0, "max_per_image": 100},
+        "model": {"backbone": "vgg11", "width": 0.0625, "train_scales": [64], "test_scale": 64, "max_size": 128,
+                  "backbone_options": {"init": "kaiming"}},
+        "train": {"steps": 2, "lr": 0.001, "out_dir": str(run), "device": "cpu", "progress": False,
+                  "metrics": ["voc07"], "fit_check_images": 4},
+    }))
+    runs = [
+        (["train", "--config", str(config)], [run, cache]),
+        (["test", "--config", str(config), "--checkpoint", str(run / "best.pth"), "--out", str(tmp_path / "t")],
+         [tmp_path / "t", cache]),
+        (["infer", "--checkpoint", str(run / "last.pth"), str(voc / "JPEGImages"), "--out", str(tmp_path / "i")],
+         [tmp_path / "i"]),
+    ]
+    for argv, outs in runs:
+        before = snapshot(tmp_path)
+        assert cli.main(argv) == 0, argv
+        after = snapshot(tmp_path)
+        written = {p for p, t in after.items() if before.get(p) != t}
+        assert written and all(any(p.is_relative_to(o) for o in outs) for p in written), (argv[0], sorted(written)[:5])
+    capsys.readouterr()
