@@ -264,7 +264,6 @@ class DetectionTrainer:
             self.best_map = val_map
             self.save(BEST_CHECKPOINT)
         self.last_eval = {"step": self.step, **results}
-        self.fit_eval = fit
         return self.last_eval
 
     def score(self, data: ProposalDataset, metrics: list[str], split: str, logger: MetricLogger) -> dict[str, dict]:
