@@ -100,7 +100,8 @@ class DetectionTrainer:
         """A fixed, evenly spread subset of the training images, scored beside validation (no flips)."""
         if count <= 0:
             return None
-        indices = sorted({round(i * (len(train_set) - 1) / max(1, count - 1)) for i in range(min(count, len(train_set)))})
+        n = min(count, len(train_set))
+        indices = sorted({round(i * (len(train_set) - 1) / max(1, n - 1)) for i in range(n)})  # first to last
         subset = DatasetSubset(train_set, indices, name=f"{len(indices)} training images")
         return ProposalDataset(subset, self.train_data.cache_dir, self.cfg.proposals.max_per_image)
 
