@@ -49,10 +49,13 @@ class OptimConfig:
     batch_size: int = 256  # per process, per micro-batch
     accumulate: int = 1  # micro-batches per optimizer step: effective batch = batch_size*accumulate*processes
     aux_loss_weight: float = 0.3  # GoogLeNet's auxiliary classifiers (ignored for other nets)
+    grad_clip: float | None = None  # clip the gradient norm to this (None: no clipping)
 
     def validate(self) -> None:
         if self.lr <= 0 or self.batch_size < 1 or self.accumulate < 1:
             raise ValueError("lr must be > 0, batch_size and accumulate >= 1")
+        if self.grad_clip is not None and not 0 < self.grad_clip < float("inf"):
+            raise ValueError(f"grad_clip must be a positive finite number, got {self.grad_clip}")
 
 
 @dataclass

@@ -13,8 +13,6 @@ processes with batch B equal one process with batch N*B. Only rank 0 logs and wr
 from __future__ import annotations
 
 import contextlib
-import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,15 +31,16 @@ from detect.data.classification import (CorruptImageCounter, ImageFolderDataset,
 from detect.data.classification_transforms import build_eval_transform, build_train_transform
 from detect.data.samplers import SeededSampler, init_loader_worker
 from detect.engine.classification_config import PretrainConfig
+from detect.engine.train_loop import (BEST_CHECKPOINT, LAST_CHECKPOINT, BestCheckpointer, EpochBatches, EvalHook,
+                                     LRScheduler, MetricsWriter, NaNCheck, PeriodicCheckpointer, ProgressBar,
+                                     StepLimit, StopAgreement, TrainerBase, optimizer_update)
 from detect.errors import UserError
 from detect.utils import distributed as dist_utils
-from detect.utils.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from detect.utils.checkpoint import load_checkpoint
 from detect.utils.device import autocast, grad_scaler, prepare_model, resolve_device
-from detect.utils.interrupt import GracefulStop, Interrupted
-from detect.utils.metric_logger import MetricLogger
 
-LAST_CHECKPOINT = "last.pth"
-BEST_CHECKPOINT = "best.pth"
+__all__ = ["BEST_CHECKPOINT", "LAST_CHECKPOINT", "ClassificationTrainer", "TrainState", "build_model",
+           "classification_loss", "prepare_data_root"]
 
 
 @dataclass
@@ -100,36 +99,54 @@ def classification_loss(output, labels: torch.Tensor, aux_weight: float) -> torc
     return loss
 
 
-class ClassificationTrainer:
+class ClassificationTrainer(TrainerBase):
+    """The classification task on the shared loop: gradient accumulation, Polyak averaging, and an
+    epoch-end validation that drives the plateau LR schedule and best.pth."""
+
     def __init__(self, cfg: PretrainConfig, resume: str | bool = False) -> None:
         self.cfg = cfg
-        self.device = resolve_device(cfg.run.device, dist_utils.local_rank())
-        self.distributed = dist_utils.init_distributed(self.device)
+        run, o = cfg.run, cfg.optim
+        device = resolve_device(run.device, dist_utils.local_rank())
+        self.distributed = dist_utils.init_distributed(device)
         self.rank, self.world = dist_utils.rank(), dist_utils.world_size()
-        self.out_dir = Path(cfg.run.out_dir)
-        torch.manual_seed(cfg.run.seed)  # same initial weights in every process
+        torch.manual_seed(run.seed)  # same initial weights in every process
 
         root = prepare_data_root(cfg)
         augment = cfg.data.augment
         self.train_set = ImageFolderDataset(root, cfg.data.train_split, build_train_transform(augment))
         self.val_set = ImageFolderDataset(root, cfg.data.val_split, build_eval_transform(augment, cfg.eval.scale),
                                           classes=self.train_set.classes)
-        self.sampler = SeededSampler(self.train_set, num_replicas=self.world, rank=self.rank, seed=cfg.run.seed)
+        self.sampler = SeededSampler(self.train_set, num_replicas=self.world, rank=self.rank, seed=run.seed)
         self.corrupt = CorruptImageCounter(self.train_set)
+        batches = -(-self.sampler.num_samples // o.batch_size)  # drop_last=False
+        super().__init__(run.out_dir, run.epochs * -(-batches // o.accumulate), device)
 
         self.model = prepare_model(build_model(cfg, self.train_set.num_classes), self.device)
         self.ddp = (DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
                     if self.distributed else self.model)
-        o = cfg.optim
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
         self.scheduler = self._build_scheduler()
-        self.scaler = grad_scaler(self.device, cfg.run.amp)
-        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.run.polyak_decay))
-                    if cfg.run.polyak_decay else None)
-        torch.manual_seed(cfg.run.seed + 1000 * self.rank)  # independent dropout masks per process
-        self.state = TrainState()
+        self.scaler = grad_scaler(self.device, run.amp)
+        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(run.polyak_decay))
+                    if run.polyak_decay else None)
+        torch.manual_seed(run.seed + 1000 * self.rank)  # independent dropout masks per process
+        self.history: list[dict] = []  # per-epoch validation results
         self._train_loader: DataLoader | None = None
         self._val_loader: DataLoader | None = None
+        self.batches = EpochBatches(self.train_loader, o.batch_size)
+        self.writer = MetricsWriter(self.optimizer, run.log_every, run.tensorboard,
+                                    extra=lambda: {"corrupt_images": len(self.corrupt.paths)})
+        self.register_hooks([
+            NaNCheck("Lower optim.lr or set optim.grad_clip"),
+            ProgressBar(run.progress),
+            self.writer,
+            EvalHook(at_epoch_end=True, at_end=False),
+            LRScheduler(self.scheduler, per_epoch=True, metric="val_top1_accuracy"),
+            BestCheckpointer("val_top1_accuracy"),
+            PeriodicCheckpointer(every=run.checkpoint_every, at_epoch_end=True),
+            StepLimit(run.max_steps),
+            StopAgreement("--resume"),
+        ])
         if resume:
             self.load(self.out_dir / LAST_CHECKPOINT if resume is True else Path(resume))
 
@@ -143,30 +160,20 @@ class ClassificationTrainer:
         return torch.optim.lr_scheduler.ConstantLR(self.optimizer, factor=1.0, total_iters=0)
 
     # ------------------------------------------------------------------ checkpoints
-    def checkpoint_state(self) -> dict:
+    def state_dict(self) -> dict:
         return {
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict() if self.ema else None,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "step": self.state.step, "epoch": self.state.epoch, "epoch_position": self.state.epoch_position,
-            "best_val_accuracy": self.state.best_val_accuracy, "history": self.state.history,
-            "world_size": self.world,
+            "best_val_accuracy": self.best if self.best is not None else -1.0, "history": self.history,
             "classes": self.train_set.classes,
             "corrupt_images": sorted(self.corrupt.paths),
             "config": to_dict(self.cfg),
         }
 
-    def save(self, name: str = LAST_CHECKPOINT) -> Path | None:
-        """Every process calls this (the RNG states of all ranks are gathered); rank 0 writes."""
-        rngs = dist_utils.all_gather_objects(rng_state())
-        if not dist_utils.is_main_process():
-            return None
-        return save_checkpoint(self.out_dir / name, {**self.checkpoint_state(), "rng": rngs})
-
-    def load(self, path: Path) -> None:
-        ckpt = load_checkpoint(path, map_location=self.device)
+    def load_state_dict(self, ckpt: dict, path: Path) -> None:
         if ckpt.get("classes") != self.train_set.classes:
             raise UserError(f"{path}: checkpoint classes differ from those of {self.cfg.data.root}")
         self.model.load_state_dict(ckpt["model"])
@@ -175,18 +182,13 @@ class ClassificationTrainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
-        # Each rank had trained on `epoch_position` samples of its 1/world share of the epoch's order;
-        # the same global position under another number of processes is position * old / new.
-        position = ckpt["epoch_position"] * ckpt["world_size"] // self.world
-        self.state = TrainState(ckpt["step"], ckpt["epoch"], position, ckpt["best_val_accuracy"], list(ckpt["history"]))
+        self.history = list(ckpt["history"])
         self.corrupt.paths.update(ckpt.get("corrupt_images", []))
-        rngs = ckpt["rng"]
-        set_rng_state(rngs[self.rank] if self.rank < len(rngs) else rngs[0])
 
-    # ------------------------------------------------------------------ loop
-    def train_loader(self, start: int) -> DataLoader:
+    # ------------------------------------------------------------------ loaders
+    def train_loader(self, epoch: int, start: int) -> DataLoader:
         """One loader for the whole run (workers start once); the sampler decides each epoch's order."""
-        self.sampler.set_epoch(self.state.epoch, start)
+        self.sampler.set_epoch(epoch, start)
         if self._train_loader is None:
             workers = self.cfg.data.workers
             self._train_loader = DataLoader(
@@ -205,74 +207,47 @@ class ClassificationTrainer:
                                           persistent_workers=workers > 0, worker_init_fn=init_loader_worker)
         return self._val_loader
 
+    # ------------------------------------------------------------------ the task
     def fit(self) -> TrainState:
-        run = self.cfg.run
-        logger = MetricLogger(self.out_dir, tensorboard=run.tensorboard)
         try:
-            with GracefulStop() as stop:
-                while self.state.epoch < run.epochs:
-                    finished_epoch = self.train_epoch(logger, stop)
-                    if not finished_epoch:
-                        self.save()
-                        if stop.requested:  # `detect` exits 130 (SIGINT) / 143 (SIGTERM), see detect/cli.py
-                            raise Interrupted(stop.signal_name, self.out_dir / LAST_CHECKPOINT, self.state.step)
-                        if dist_utils.is_main_process():
-                            print(f"stopped at step {self.state.step} (max_steps={run.max_steps}); checkpoint "
-                                  f"{self.out_dir / LAST_CHECKPOINT}; continue with --resume", flush=True)
-                        break
-                    self.end_epoch(logger)
+            self.train()
         finally:
-            logger.close()
             self._train_loader = self._val_loader = None  # shuts the persistent workers down
-        if self.corrupt.paths and dist_utils.is_main_process():
-            print(f"warning: {self.corrupt.summary()}", flush=True)
-        return self.state
+        if dist_utils.is_main_process():
+            if self.stop_requested:  # stopped by run.max_steps (a signal raised Interrupted)
+                print(f"stopped at step {self.step} (max_steps={self.cfg.run.max_steps}); checkpoint "
+                      f"{self.out_dir / LAST_CHECKPOINT}; continue with --resume", flush=True)
+            if self.corrupt.paths:
+                print(f"warning: {self.corrupt.summary()}", flush=True)
+        best = self.best if self.best is not None else -1.0
+        return TrainState(self.step, self.epoch, self.epoch_position, best, self.history)
 
-    def should_stop(self, stop: GracefulStop) -> bool:
-        flag = stop.requested or (self.cfg.run.max_steps is not None and self.state.step >= self.cfg.run.max_steps)
-        if self.distributed:  # every process must leave at the same step, or the next all-reduce hangs
-            flag_t = torch.tensor([float(flag)], device=self.device if self.device.type == "cuda" else "cpu")
-            torch.distributed.all_reduce(flag_t, op=torch.distributed.ReduceOp.MAX)
-            flag = bool(flag_t.item())
-        return flag
-
-    def train_epoch(self, logger: MetricLogger, stop: GracefulStop) -> bool:
-        """Train to the end of the epoch (True) or until asked to stop at an optimizer step (False)."""
-        cfg, o = self.cfg, self.cfg.optim
-        if self.should_stop(stop):
-            return False
-        loader = self.train_loader(self.state.epoch_position)
+    def run_step(self) -> None:
+        """One optimizer update over `optim.accumulate` micro-batches (fewer at an epoch's end)."""
+        o = self.cfg.optim
+        pending, loss_sum, seen = 0, 0.0, 0
         self.ddp.train()
-        show = cfg.run.progress and dist_utils.is_main_process()
-        bar = tqdm(total=len(loader), desc=f"epoch {self.state.epoch + 1}/{cfg.run.epochs}", disable=not show,
-                   leave=False, dynamic_ncols=True)
-        pending, loss_sum, seen, tic = 0, 0.0, 0, time.perf_counter()
-        for i, batch in enumerate(loader):
-            bar.update(1)
+        while True:
+            batch = self.batches.next(self)
             self.record_corrupt(batch.corrupt)
-            last_in_epoch = i == len(loader) - 1
             pending += 1
-            sync = pending == o.accumulate or last_in_epoch
+            sync = pending == o.accumulate or self.epoch_ended
             if len(batch):
                 with (contextlib.nullcontext() if sync or not self.distributed else self.ddp.no_sync()):
                     loss = self.forward_backward(batch)
                 loss_sum += loss * len(batch)
                 seen += len(batch)
-            self.state.epoch_position += o.batch_size
-            if not sync:
-                continue
-            self.optimizer_step(pending)
-            pending = 0
-            self.log_step(logger, loss_sum / max(seen, 1), seen, tic)
-            loss_sum, seen, tic = 0.0, 0, time.perf_counter()
-            bar.set_postfix(step=self.state.step, lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
-            if cfg.run.checkpoint_every and self.state.step % cfg.run.checkpoint_every == 0:
-                self.save()
-            if not last_in_epoch and self.should_stop(stop):
-                bar.close()
-                return False
-        bar.close()
-        return True
+            if sync:
+                break
+        self.before_update({"loss": loss_sum / max(seen, 1)})  # NaN check, before the weights change
+        if pending != o.accumulate:  # a short accumulation at epoch end: rescale
+            for p in self.model.parameters():
+                if p.grad is not None:
+                    p.grad.mul_(o.accumulate / pending)
+        optimizer_update(self.optimizer, self.scaler, self.model.parameters(), o.grad_clip)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
 
     def forward_backward(self, batch) -> float:
         images = batch.images.to(self.device, non_blocking=True)
@@ -284,57 +259,23 @@ class ClassificationTrainer:
         self.scaler.scale(loss / self.cfg.optim.accumulate).backward()
         return loss.item()
 
-    def optimizer_step(self, micro_batches: int) -> None:
-        if micro_batches != self.cfg.optim.accumulate:  # a short accumulation at epoch end: rescale
-            for p in self.model.parameters():
-                if p.grad is not None:
-                    p.grad.mul_(self.cfg.optim.accumulate / micro_batches)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.ema is not None:
-            self.ema.update_parameters(self.model)
-        self.state.step += 1
-
     def record_corrupt(self, indices: list[int]) -> None:
         for path in self.corrupt.add(indices):
             if dist_utils.is_main_process():
                 tqdm.write(f"warning: skipping unreadable image {path}")
 
-    def log_step(self, logger: MetricLogger, loss: float, seen: int, tic: float) -> None:
-        if self.state.step % max(1, self.cfg.run.log_every) and self.state.step != 1:
-            return
-        if self.distributed:  # the loss of the whole (global) batch, not of rank 0's share
-            loss = dist_utils.all_reduce_mean(torch.tensor([loss], dtype=torch.float64, device=self.device)).item()
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss} at step {self.state.step}; lower optim.lr")
-        elapsed = time.perf_counter() - tic
-        logger.log(self.state.step, {"loss": loss, "lr": self.optimizer.param_groups[0]["lr"], "epoch": self.state.epoch,
-                                     "images_per_s": seen * self.world / elapsed if elapsed > 0 else 0.0,
-                                     "corrupt_images": len(self.corrupt.paths)})
-
-    def end_epoch(self, logger: MetricLogger) -> None:
+    def evaluate(self) -> dict[str, float]:
+        """The epoch's end (self.epoch already counts it): top-1 of the weights and of their Polyak average."""
         metrics = {"val_top1_accuracy": self.validate(self.model)}
         if self.ema is not None:
             metrics["val_top1_accuracy_polyak"] = self.validate(self.ema.module)
-        accuracy = metrics["val_top1_accuracy"]
-        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            self.scheduler.step(accuracy)
-        else:
-            self.scheduler.step()
-        self.state.epoch += 1
-        self.state.epoch_position = 0
-        self.state.history.append({"epoch": self.state.epoch, "step": self.state.step, **metrics})
-        logger.log(self.state.step, {"epoch": self.state.epoch, **metrics}, split="val")
+        self.history.append({"epoch": self.epoch, "step": self.step, **metrics})
+        self.writer.log({"epoch": self.epoch, **metrics}, split="val")
         if dist_utils.is_main_process():
             extra = f", Polyak {metrics['val_top1_accuracy_polyak']:.2f}%" if self.ema is not None else ""
-            tqdm.write(f"epoch {self.state.epoch}: val top-1 accuracy {accuracy:.2f}%{extra} "
-                       f"(lr {self.optimizer.param_groups[0]['lr']:.2e}, step {self.state.step})")
-        improved = accuracy > self.state.best_val_accuracy
-        self.state.best_val_accuracy = max(accuracy, self.state.best_val_accuracy)
-        self.save()
-        if improved:
-            self.save(BEST_CHECKPOINT)
+            tqdm.write(f"epoch {self.epoch}: val top-1 accuracy {metrics['val_top1_accuracy']:.2f}%{extra} "
+                       f"(lr {self.optimizer.param_groups[0]['lr']:.2e}, step {self.step})")
+        return metrics
 
     @torch.no_grad()
     def validate(self, model: nn.Module) -> float:
