@@ -24,7 +24,7 @@ def comparison(tmp_path_factory):
     root = tmp_path_factory.mktemp("compare_proposers")
     with contextlib.redirect_stdout(io.StringIO()):
         multibox = train_multibox(load_config(MultiBoxTrainConfig, None,
-                                              TINY_MULTIBOX + [f"run.output_dir={root / 'multibox'}"]))
+                                              TINY_MULTIBOX + [f"run.out_dir={root / 'multibox'}"]))
     config = tiny_config(root / "cfg", root / "cache")
     out = root / "out"
     log = io.StringIO()

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def tiny_config(tmp_path, name, *extra):
-    return load_config(MultiBoxTrainConfig, None, TINY + [f"run.output_dir={tmp_path / name}", *extra])
+    return load_config(MultiBoxTrainConfig, None, TINY + [f"run.out_dir={tmp_path / name}", *extra])
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def trained(tmp_path_factory):
     try:
         straight = train_multibox(tiny_config(tmp, "straight", "optim.epochs=2"))
         train_multibox(tiny_config(tmp, "resumed", "optim.epochs=1"))
-        resumed = train_multibox(tiny_config(tmp, "resumed", "optim.epochs=2"))
+        resumed = train_multibox(tiny_config(tmp, "resumed", "optim.epochs=2"), resume=True)
     finally:
         torch.set_num_threads(threads)
     return straight, resumed
@@ -58,9 +58,9 @@ def test_resumed_run_continues_its_schedule_and_ends_where_a_straight_run_does(t
 
 
 def test_resuming_with_another_model_is_refused(trained, tmp_path):
-    cfg = load_config(MultiBoxTrainConfig, None, TINY + [f"run.output_dir={trained[0].parent}", "model.num_priors=9"])
-    with pytest.raises(ConfigError, match="use another run.output_dir or run.resume=false"):
-        train_multibox(cfg)
+    cfg = load_config(MultiBoxTrainConfig, None, TINY + [f"run.out_dir={trained[0].parent}", "model.num_priors=9"])
+    with pytest.raises(ConfigError, match="use another run.out_dir, or leave out --resume"):
+        train_multibox(cfg, resume=True)
 
 
 def test_trained_model_proposes_through_build_proposer(trained):
@@ -112,11 +112,11 @@ def test_sigterm_mid_epoch_checkpoints_and_the_rerun_finishes_like_a_straight_ru
             train_multibox(cfg)
     finally:
         hook.remove()
-    assert stop.value.exit_code == 143 and stop.value.resume_flag is None  # rerunning the command resumes
+    assert stop.value.exit_code == 143 and stop.value.resume_flag == "--resume"
     path = stop.value.checkpoint
     stopped = load_checkpoint(path)
     assert (stopped["epoch"], stopped["batches_done"], stopped["step"], stopped["finished"]) == (0, 2, 2, False)
-    resumed, straight = load_checkpoint(train_multibox(cfg)), load_checkpoint(trained[0])
+    resumed, straight = load_checkpoint(train_multibox(cfg, resume=True)), load_checkpoint(trained[0])
     assert resumed["step"] == 6 and resumed["finished"]
     for key, value in straight["model"].items():
         assert torch.allclose(resumed["model"][key].float(), value.float(), atol=1e-5), key
@@ -134,13 +134,19 @@ def test_two_process_torchrun_training_writes_one_checkpoint_and_log(tmp_path):
     config.write_text("{}\n")
     out = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "detect.cli", "train-multibox", "--config", str(config), *TINY, f"run.output_dir={out}",
+               "-m", "detect.cli", "train-multibox", "--config", str(config), *TINY, f"run.out_dir={out}",
                "optim.epochs=1"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    state = load_checkpoint(out / "multibox.pth")
+    state = load_checkpoint(out / "last.pth")
     # 12 images, 6 per process, batch 4 per process: 2 steps, each averaging both processes' gradients
     assert state["step"] == 2 and state["finished"]
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2]  # rank 0 logs, once a step
     assert done.stdout.count("MultiBox checkpoint:") == 2  # both ranks finish
+
+
+def test_the_old_output_dir_key_still_works_with_a_deprecation_message(tmp_path, capsys):
+    cfg = load_config(MultiBoxTrainConfig, None, TINY + [f"run.output_dir={tmp_path / 'old'}"])
+    assert cfg.run.out_dir == str(tmp_path / "old")
+    assert "run.output_dir is deprecated; use run.out_dir" in capsys.readouterr().err

@@ -2,7 +2,7 @@
 
     python tools/compare_proposals.py --data voc:../shared/datasets/BCCD:test --out runs/proposals \
         --proposer "selective_search strategy=fast" \
-        --proposer "combined checkpoint=runs/multibox_bccd/multibox.pth top_m=200"
+        --proposer "combined checkpoint=runs/multibox_bccd/last.pth top_m=200"
 
 Each --proposer is a method name followed by key=value parameters (values read as YAML). Proposals go
 through the same resumable cache as `detect propose` (OUT/<method>-<params hash>/), so a method

@@ -1,7 +1,7 @@
 """Train a MultiBox proposer (class-agnostic boxes relative to k-means priors) on a detection dataset.
 
-The result, <run.output_dir>/multibox.pth, is what `method: multibox` (checkpoint=PATH) and
-`method: combined` load. Re-running the same command resumes an interrupted run.
+The result, <run.out_dir>/last.pth (best.pth: the best validation recall), is what `method: multibox`
+(checkpoint=PATH) and `method: combined` load. `--resume` continues an interrupted run.
 """
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--config", required=True, help="YAML file (see configs/multibox_*.yaml)")
     parser.add_argument("--device", default=None, help="auto | cpu | cuda[:i] (overrides run.device)")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. optim.epochs=5")
+    parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
+                        help="continue from CHECKPOINT, or from <run.out_dir>/last.pth when none is given")
     parser.add_argument("--print-config", action="store_true",
                         help="print the effective config (after base: and overrides), each key with its meaning, and exit")
 
@@ -23,6 +25,6 @@ def main(args) -> int:
     if args.print_config:
         print_config(cfg, args.config, overrides)
         return 0
-    path = train_multibox(cfg)
+    path = train_multibox(cfg, resume=args.resume)
     print(f"MultiBox checkpoint: {path}")
     return 0

@@ -1,13 +1,15 @@
 """Training MultiBox: priors from the training boxes, the paper's matching loss, resumable checkpoints.
 
-Read top to bottom: build the data, compute (or restore) the priors, build the network, then epochs of
-forward -> bipartite matching -> loss -> step, a checkpoint after every epoch (and on SIGTERM), and an
-optional validation pass (loss and recall at IoU 0.5 of the top-k boxes). Runs single-process or under
-torchrun (DistributedDataParallel, gloo on CPU, nccl on CUDA); only rank 0 writes.
+Build the data, the k-means priors and the network; then, on the shared loop (engine/train_loop.py),
+steps of forward -> bipartite matching -> loss -> update, last.pth after every epoch (and on SIGTERM),
+an optional validation pass (loss and recall at IoU 0.5 of the top-k boxes) keeping best.pth, and
+`--resume` to continue. Runs single-process or under torchrun (DistributedDataParallel, gloo on CPU,
+nccl on CUDA); only rank 0 writes.
 """
 from __future__ import annotations
 
 import random
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -23,16 +25,15 @@ from tqdm import tqdm
 from detect.config import to_dict
 from detect.data.samplers import init_loader_worker
 from detect.data.spec import build_dataset
+from detect.engine.train_loop import (LAST_CHECKPOINT, BestCheckpointer, EpochBatches, EvalHook, LRScheduler,
+                                     MetricsWriter, NaNCheck, PeriodicCheckpointer, ProgressBar, StopAgreement,
+                                     TrainerBase, optimizer_update)
 from detect.errors import ConfigError, UserError
 from detect.proposals.multibox import (MATCH_TARGETS, MultiBoxNet, boxes_to_pixels, dataset_normalised_boxes,
                                        kmeans_priors, multibox_loss)
 from detect.utils import distributed as dist_utils
-from detect.utils.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from detect.utils.device import autocast, grad_scaler, prepare_model, resolve_device
-from detect.utils.interrupt import GracefulStop, Interrupted
-from detect.utils.metric_logger import MetricLogger
 
-CHECKPOINT_NAME = "multibox.pth"
 
 
 @dataclass
@@ -87,13 +88,23 @@ class OptimConfig:
 
 @dataclass
 class RunConfig:
-    output_dir: str = "runs/multibox"  # the checkpoint (multibox.pth) and metrics.jsonl
+    out_dir: str = "runs/multibox"  # checkpoints (last.pth, best.pth) and metrics.jsonl
+    output_dir: str | None = None  # deprecated name of out_dir
     device: str = "auto"  # auto | cpu | cuda[:i]
     seed: int = 0  # priors, initial weights, sample order and flips
-    resume: bool = True  # continue from output_dir/multibox.pth when it exists
     amp: bool = True  # mixed precision on CUDA
     log_every: int = 10  # steps between log lines
+    checkpoint_every: int = 0  # steps between checkpoints (0: only at each epoch's end); also on SIGTERM/SIGINT
     eval_top_k: int = 200  # validation recall counts the top-k boxes
+    best_metric: str = "recall@0.5"  # validation metric best.pth keeps: recall@0.5 (highest) | loss (lowest)
+    progress: bool = True  # progress bars
+
+    def validate(self) -> None:
+        if self.output_dir is not None:
+            print(f"warning: run.output_dir is deprecated; use run.out_dir (now {self.output_dir})", file=sys.stderr)
+            self.out_dir, self.output_dir = self.output_dir, None
+        if self.best_metric not in ("recall@0.5", "loss"):
+            raise ValueError(f"best_metric must be recall@0.5 or loss, got {self.best_metric!r}")
 
 
 @dataclass
@@ -163,116 +174,119 @@ def initial_priors(cfg: MultiBoxTrainConfig, dataset) -> tuple[torch.Tensor, flo
     return torch.from_numpy(priors), len(boxes) / max(len(dataset), 1)
 
 
-def resume_state(cfg: MultiBoxTrainConfig, path: Path) -> dict | None:
-    """The checkpoint to continue from, or None; refuses one trained with another model or data."""
-    if not cfg.run.resume or not path.is_file():
-        return None
-    state = load_checkpoint(path)
-    saved = state.get("config") or {}
-    if "model" not in saved or "data" not in saved or "optimizer" not in state:
-        raise UserError(f"{path}: not a MultiBox training checkpoint")
-    if saved["model"] != to_dict(cfg.model) or saved["data"]["train"] != cfg.data.train:
-        raise ConfigError(f"{path}: was trained with model {saved['model']} on {saved['data']['train']!r}; "
-                          f"use another run.output_dir or run.resume=false to start over")
-    return state
+class MultiBoxTrainer(TrainerBase):
+    """The MultiBox task on the shared loop: k-means priors, the matching loss, per-epoch LR and validation."""
 
-
-def train_multibox(cfg: MultiBoxTrainConfig) -> Path:
-    """Train (or resume) to cfg.optim.epochs; returns the checkpoint path (a MultiBoxProposer loads it)."""
-    device = resolve_device(cfg.run.device, dist_utils.local_rank())
-    distributed = dist_utils.init_distributed(device)
-    try:
-        random.seed(cfg.run.seed)
-        np.random.seed(cfg.run.seed)
-        torch.manual_seed(cfg.run.seed)
-        out_dir = Path(cfg.run.output_dir)
-        ckpt_path = out_dir / CHECKPOINT_NAME
-        train_set = build_dataset(cfg.data.train)
-        if len(train_set) == 0:
+    def __init__(self, cfg: MultiBoxTrainConfig, resume: str | bool = False) -> None:
+        self.cfg = cfg
+        run, o = cfg.run, cfg.optim
+        device = resolve_device(run.device, dist_utils.local_rank())
+        self.distributed = dist_utils.init_distributed(device)
+        random.seed(run.seed)
+        np.random.seed(run.seed)
+        torch.manual_seed(run.seed)  # same initial weights in every process
+        self.train_set = build_dataset(cfg.data.train)
+        if len(self.train_set) == 0:
             raise UserError(f"{cfg.data.train}: the training set has no images")
-        state = resume_state(cfg, ckpt_path)
-        if state is not None and state["epoch"] >= cfg.optim.epochs and not state["batches_done"]:
-            print(f"{ckpt_path}: already trained for {state['epoch']} epochs; nothing to do")
-            return ckpt_path
-        if state is None:
-            priors, boxes_per_image = initial_priors(cfg, train_set)
-        else:
-            priors, boxes_per_image = state["model"]["priors"], 0.0
+        self.samples = MultiBoxSamples(self.train_set, cfg.model.input_size, cfg.data.hflip, cfg.data.vflip, run.seed)
+        self.sampler = DistributedSampler(self.samples, num_replicas=dist_utils.world_size(), rank=dist_utils.rank(),
+                                          shuffle=True, seed=run.seed)
+        steps_per_epoch = -(-self.sampler.num_samples // o.batch_size)
+        super().__init__(run.out_dir, o.epochs * steps_per_epoch, device)
+
+        priors, boxes_per_image = initial_priors(cfg, self.train_set)
         model = MultiBoxNet(cfg.model.backbone, priors, width=cfg.model.width, input_size=cfg.model.input_size,
                             grid_size=cfg.model.grid_size, hidden=cfg.model.hidden, dropout=cfg.model.dropout,
                             backbone_weights=cfg.model.backbone_weights)
         model.init_confidence(boxes_per_image / model.num_priors)
-        model = prepare_model(model, device)
-        optimizer = build_optimizer(cfg.optim, model)
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.optim.milestones, cfg.optim.gamma)
-        epoch, batches_done, step = 0, 0, 0
-        if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            set_rng_state(state["rng"])
-            epoch, batches_done, step = state["epoch"], state["batches_done"], state["step"]
-            print(f"resuming {ckpt_path} at epoch {epoch + 1}, batch {batches_done + 1}")
-        net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
-        samples = MultiBoxSamples(train_set, cfg.model.input_size, cfg.data.hflip, cfg.data.vflip, cfg.run.seed)
-        sampler = DistributedSampler(samples, num_replicas=dist_utils.world_size(), rank=dist_utils.rank(),
-                                     shuffle=True, seed=cfg.run.seed)
-        val_set = build_dataset(cfg.data.val) if cfg.data.val else None
-        scaler = grad_scaler(device, cfg.run.amp)
+        self.model = prepare_model(model, self.device)
+        self.net = torch.nn.parallel.DistributedDataParallel(self.model) if self.distributed else self.model
+        self.optimizer = build_optimizer(o, self.model)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, o.milestones, o.gamma)
+        self.scaler = grad_scaler(self.device, run.amp)
+        self.val_set = build_dataset(cfg.data.val) if cfg.data.val else None
+        self.batches = EpochBatches(self.loader, o.batch_size)
+        torch.manual_seed(run.seed + 1000 * dist_utils.rank())  # independent dropout masks per process
+        self.writer = MetricsWriter(self.optimizer, run.log_every, tensorboard=True)
+        best_mode = "min" if run.best_metric == "loss" else "max"
+        self.register_hooks([
+            NaNCheck("Lower optim.lr or set optim.grad_clip"),
+            ProgressBar(run.progress),
+            self.writer,
+            EvalHook(at_epoch_end=True, at_end=False) if self.val_set is not None else None,
+            BestCheckpointer(run.best_metric, best_mode) if self.val_set is not None else None,
+            LRScheduler(self.scheduler, per_epoch=True),
+            PeriodicCheckpointer(every=run.checkpoint_every, at_epoch_end=True),
+            StopAgreement("--resume"),
+        ])
+        if resume:
+            self.load(self.out_dir / LAST_CHECKPOINT if resume is True else Path(resume))
 
-        def checkpoint(finished: bool = False) -> None:
-            if dist_utils.is_main_process():
-                save_checkpoint(ckpt_path, {
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "epoch": epoch, "batches_done": batches_done,
-                    "step": step, "rng": rng_state(), "config": to_dict(cfg), "finished": finished})
+    def loader(self, epoch: int, start: int) -> DataLoader:
+        self.sampler.set_epoch(epoch)
+        self.samples.epoch = epoch
+        order = list(self.sampler)[start:]
+        # its own generator: creating the iterator must not draw from the global RNG (dropout's),
+        # or a run resumed mid-epoch would see other dropout masks than an uninterrupted one
+        return DataLoader(self.samples, batch_size=self.cfg.optim.batch_size, sampler=order, collate_fn=collate,
+                          num_workers=self.cfg.data.workers, pin_memory=self.device.type == "cuda",
+                          worker_init_fn=init_loader_worker,
+                          generator=torch.Generator().manual_seed(self.cfg.run.seed + epoch))
 
-        with MetricLogger(out_dir) as logger, GracefulStop() as stop:
-            while epoch < cfg.optim.epochs:
-                sampler.set_epoch(epoch)
-                samples.epoch = epoch
-                order = list(sampler)[batches_done * cfg.optim.batch_size:]
-                # its own generator: creating the iterator must not draw from the global RNG (dropout's),
-                # or a run resumed mid-epoch would see other dropout masks than an uninterrupted one
-                loader = DataLoader(samples, batch_size=cfg.optim.batch_size, sampler=order, collate_fn=collate,
-                                    num_workers=cfg.data.workers, pin_memory=device.type == "cuda",
-                                    worker_init_fn=init_loader_worker,
-                                    generator=torch.Generator().manual_seed(cfg.run.seed + epoch))
-                net.train()
-                progress = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
-                                disable=not dist_utils.is_main_process())
-                for images, gt_boxes in progress:
-                    images = images.to(device, non_blocking=True)
-                    with autocast(device, cfg.run.amp):
-                        boxes, logits = net(images)
-                    match_to = model.priors if cfg.loss.match_to == "priors" else None
-                    losses = multibox_loss(boxes.float(), logits.float(), gt_boxes, cfg.loss.alpha, match_to,
-                                           cfg.loss.match_confidence)
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(losses["loss"]).backward()
-                    if cfg.optim.grad_clip:
-                        scaler.unscale_(optimizer)
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    step += 1
-                    batches_done += 1
-                    progress.set_postfix(loss=f"{losses['loss'].item():.3f}")
-                    if step % cfg.run.log_every == 0:
-                        logger.log(step, {k: dist_utils.all_reduce_mean(v.detach()) for k, v in losses.items()}
-                                   | {"lr": optimizer.param_groups[0]["lr"], "epoch": epoch})
-                    if stop.requested:  # `detect` exits 130 (SIGINT) / 143 (SIGTERM), see detect/cli.py
-                        checkpoint()
-                        raise Interrupted(stop.signal_name, ckpt_path, step, resume_flag=None)  # run.resume: rerun
-                scheduler.step()
-                epoch, batches_done = epoch + 1, 0
-                if val_set is not None and dist_utils.is_main_process():
-                    metrics = validate(model, val_set, cfg, device)
-                    logger.log(step, metrics, split="val")
-                    print(f"epoch {epoch}: val " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-                checkpoint(finished=epoch >= cfg.optim.epochs)
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "batches_done": self.epoch_position // self.cfg.optim.batch_size,
+                "finished": self.step >= self.max_steps, "config": to_dict(self.cfg)}
+
+    def load_state_dict(self, state: dict, path: Path) -> None:
+        """Refuses a checkpoint trained with another model or data."""
+        saved = state.get("config") or {}
+        if "model" not in saved or "data" not in saved or "optimizer" not in state:
+            raise UserError(f"{path}: not a MultiBox training checkpoint")
+        if saved["model"] != to_dict(self.cfg.model) or saved["data"]["train"] != self.cfg.data.train:
+            raise ConfigError(f"{path}: was trained with model {saved['model']} on {saved['data']['train']!r}; "
+                              f"use another run.out_dir, or leave out --resume to start over")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+
+    def run_step(self) -> None:
+        images, gt_boxes = self.batches.next(self)
+        self.net.train()
+        images = images.to(self.device, non_blocking=True)
+        with autocast(self.device, self.cfg.run.amp):
+            boxes, logits = self.net(images)
+        match_to = self.model.priors if self.cfg.loss.match_to == "priors" else None
+        losses = multibox_loss(boxes.float(), logits.float(), gt_boxes, self.cfg.loss.alpha, match_to,
+                               self.cfg.loss.match_confidence)
+        self.before_update(losses)  # NaN check, before the weights change
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(losses["loss"]).backward()
+        optimizer_update(self.optimizer, self.scaler, self.model.parameters(), self.cfg.optim.grad_clip)
+
+    def evaluate(self) -> dict[str, float]:
+        """Validation loss and recall on rank 0 (the others wait for it at the next collective)."""
+        if not dist_utils.is_main_process():
+            return {}
+        metrics = validate(self.model, self.val_set, self.cfg, self.device)
+        self.writer.log(metrics, split="val")
+        tqdm.write(f"epoch {self.epoch}: val " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        return metrics
+
+
+def train_multibox(cfg: MultiBoxTrainConfig, resume: str | bool = False) -> Path:
+    """Train to cfg.optim.epochs (continuing a checkpoint with resume); returns <run.out_dir>/last.pth,
+    which a MultiBoxProposer loads."""
+    try:
+        trainer = MultiBoxTrainer(cfg, resume)
+        if trainer.step >= trainer.max_steps and dist_utils.is_main_process():
+            print(f"{trainer.out_dir / LAST_CHECKPOINT}: already trained for {trainer.epoch} epochs; nothing to do")
+        trainer.train()
         dist_utils.barrier()
-        return ckpt_path
+        return trainer.out_dir / LAST_CHECKPOINT
     finally:
         dist_utils.shutdown_distributed()
 
