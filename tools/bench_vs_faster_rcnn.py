@@ -3,7 +3,7 @@
 Both start from the same backbone trunk of `model.backbone` at `model.width` (from scratch, or the
 same `--weights`), train for the same `train.steps` x `train.images_per_batch` images at the same
 scales with the same SGD settings (lr, momentum, weight decay, warm-up, milestones, gradient
-clipping, horizontal flips, seed), and are scored on `data.test` by this project's VOC07 evaluator.
+clipping, horizontal flips, colour jitter, seed), and are scored on `data.test` by this project's VOC07 evaluator.
 Ours is `detect train` (Selective Search proposals, its own recipe); the peer is
 `torchvision.models.detection.FasterRCNN` with torchvision's defaults (RPN, RoIAlign 7x7,
 TwoMLPHead, smooth-L1 box loss, 512 RoIs per image, NMS 0.5), its anchors sized to the trunk.
@@ -31,7 +31,8 @@ import backbones
 from detect.config import load_config
 from detect.data.spec import build_dataset
 from detect.engine.detection_config import DetectionConfig
-from detect.engine.detection_data import ProposalDataset, cached_proposals, collate, flip_sample, join_datasets
+from detect.engine.detection_data import (ProposalDataset, cached_proposals, collate, flip_sample, jitter_colours,
+                                         join_datasets)
 from detect.engine.detection_inference import evaluate_predictions, load_detector, predict
 from detect.engine.detection_trainer import lr_factor, train_detector
 from detect.data.samplers import SeededSampler
@@ -51,10 +52,10 @@ def build_peer(cfg: DetectionConfig, num_classes: int, weights: str | None) -> F
 
 
 class FlippedImages(torch.utils.data.Dataset):
-    """(index, sample_seed) -> image, target: the flips our trainer makes (odd seed = mirrored)."""
+    """(index, sample_seed) -> image, target: the flips and colour jitter our trainer makes (odd seed = mirrored)."""
 
-    def __init__(self, dataset, flip: bool) -> None:
-        self.dataset, self.flip = dataset, flip
+    def __init__(self, dataset, flip: bool, color_jitter: float = 0.0) -> None:
+        self.dataset, self.flip, self.color_jitter = dataset, flip, color_jitter
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -64,6 +65,8 @@ class FlippedImages(torch.utils.data.Dataset):
         image, target = self.dataset[index]
         if self.flip and seed % 2 == 1:
             image, target, _ = flip_sample(image, target, torch.zeros((0, 4)))
+        if self.color_jitter:
+            image = jitter_colours(image, self.color_jitter, seed)
         return image, {"boxes": target["boxes"], "labels": target["labels"]}, None
 
 
@@ -76,7 +79,7 @@ def train_peer(cfg: DetectionConfig, weights: str | None) -> tuple[FasterRCNN, l
     optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, t.lr_steps, t.lr_gamma, t.warmup_steps))
-    data = FlippedImages(train_set, cfg.data.flip)
+    data = FlippedImages(train_set, cfg.data.flip, cfg.data.color_jitter)
     sampler = SeededSampler(data, seed=t.seed)
     step, epoch = 0, 0
     while step < t.steps:

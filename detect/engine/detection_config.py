@@ -20,8 +20,13 @@ class DataConfig:
     test: str | None = None  # `detect test` default
     classes: list[str] | None = None  # None: the training set's own class list
     flip: bool = True  # horizontal flips in training (image, boxes and proposals together)
+    color_jitter: float = 0.0  # training photometric jitter: brightness, contrast, saturation x [1-v, 1+v] (0: off)
     workers: int = 2  # DataLoader worker processes reading training images (0: in the main process)
     strict_images: bool = False  # an image that cannot be decoded is an error (default: skipped, counted, named)
+
+    def validate(self) -> None:
+        if not 0.0 <= self.color_jitter < 1.0:
+            raise ValueError(f"color_jitter must be in [0, 1), got {self.color_jitter}")
 
 
 @dataclass

@@ -111,11 +111,13 @@ class ProposalDataset(Dataset):
     Images the proposal cache recorded as undecodable are left out (`self.dataset` is then the
     subset that is used: score predictions against it)."""
 
-    def __init__(self, dataset: DetectionDataset, cache_dir: Path, max_per_image: int, flip: bool = False) -> None:
+    def __init__(self, dataset: DetectionDataset, cache_dir: Path, max_per_image: int, flip: bool = False,
+                 color_jitter: float = 0.0) -> None:
         self.dataset = without_unreadable(dataset, Path(cache_dir))
         self.cache_dir = Path(cache_dir)
         self.max_per_image = max_per_image
         self.flip = flip
+        self.color_jitter = color_jitter
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -130,7 +132,19 @@ class ProposalDataset(Dataset):
         proposals = self.proposals(index)
         if self.flip and sample_seed is not None and sample_seed % 2 == 1:
             image, target, proposals = flip_sample(image, target, proposals)
+        if self.color_jitter and sample_seed is not None:
+            image = jitter_colours(image, self.color_jitter, sample_seed)
         return image, target, proposals
+
+
+def jitter_colours(image: torch.Tensor, strength: float, seed: int) -> torch.Tensor:
+    """Brightness, contrast and saturation each scaled by a factor in [1 - strength, 1 + strength],
+    drawn from the sample's own seed (a resumed run sees the same colours). Boxes do not move, so
+    the cached proposals stay valid."""
+    factors = 1.0 + strength * (2.0 * torch.rand(3, generator=torch.Generator().manual_seed(seed)) - 1.0)
+    image = TF.adjust_brightness(image, factors[0].item())
+    image = TF.adjust_contrast(image, factors[1].item())
+    return TF.adjust_saturation(image, factors[2].item())
 
 
 def flip_sample(image: torch.Tensor, target: dict, proposals: torch.Tensor):

@@ -66,7 +66,8 @@ class DetectionTrainer(TrainerBase):
             print(training_header(cfg, train_set, self.device, weights), flush=True)
         proposals = {"progress": t.progress, "strict_images": cfg.data.strict_images}
         self.train_data = ProposalDataset(train_set, cached_proposals(train_set, cfg.proposals, **proposals),
-                                          cfg.proposals.max_per_image, flip=cfg.data.flip)
+                                          cfg.proposals.max_per_image, flip=cfg.data.flip,
+                                          color_jitter=cfg.data.color_jitter)
         self.val_data = None
         if cfg.data.val:
             val_set = build_dataset(cfg.data.val, self.classes)
