@@ -26,8 +26,8 @@ from detect.config import to_dict
 from detect.data.samplers import init_loader_worker
 from detect.data.spec import build_dataset
 from detect.engine.train_loop import (LAST_CHECKPOINT, BestCheckpointer, EpochBatches, EvalHook, LRScheduler,
-                                     MetricsWriter, NaNCheck, PeriodicCheckpointer, ProgressBar, StopAgreement,
-                                     TrainerBase, optimizer_update)
+                                     MetricsWriter, NaNCheck, PeriodicCheckpointer, ProgressBar, StepLimit,
+                                     StopAgreement, TrainerBase, optimizer_update)
 from detect.errors import ConfigError, UserError
 from detect.proposals.multibox import (MATCH_TARGETS, MultiBoxNet, boxes_to_pixels, dataset_normalised_boxes,
                                        kmeans_priors, multibox_loss)
@@ -95,6 +95,7 @@ class RunConfig:
     amp: bool = True  # mixed precision on CUDA
     log_every: int = 10  # steps between log lines
     checkpoint_every: int = 0  # steps between checkpoints (0: only at each epoch's end); also on SIGTERM/SIGINT
+    max_steps: int | None = None  # stop (with a checkpoint) after this many steps; continue with --resume
     eval_top_k: int = 200  # validation recall counts the top-k boxes
     best_metric: str = "recall@0.5"  # validation metric best.pth keeps: recall@0.5 (highest) | loss (lowest)
     progress: bool = True  # progress bars
@@ -217,6 +218,7 @@ class MultiBoxTrainer(TrainerBase):
             BestCheckpointer(run.best_metric, best_mode) if self.val_set is not None else None,
             LRScheduler(self.scheduler, per_epoch=True),
             PeriodicCheckpointer(every=run.checkpoint_every, at_epoch_end=True),
+            StepLimit(run.max_steps),
             StopAgreement("--resume"),
         ])
         if resume:
