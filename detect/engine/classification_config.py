@@ -82,6 +82,7 @@ class RunConfig:
     checkpoint_every: int = 1000  # optimizer steps; also at every epoch end and on SIGTERM/SIGINT
     log_every: int = 20  # optimizer steps between log lines
     polyak_decay: float | None = None  # exponential moving average of weights (GoogLeNet); None = off
+    best_metric: Literal["val_top1_accuracy", "val_top1_accuracy_polyak"] = "val_top1_accuracy"  # best.pth keeps its highest
     tensorboard: bool = True  # also log to TensorBoard (metrics.jsonl always)
     progress: bool = True  # progress bars
 

@@ -120,6 +120,8 @@ class ClassificationTrainer(TrainerBase):
         self.corrupt = CorruptImageCounter(self.train_set)
         batches = -(-self.sampler.num_samples // o.batch_size)  # drop_last=False
         super().__init__(run.out_dir, run.epochs * -(-batches // o.accumulate), device)
+        if run.best_metric.endswith("_polyak") and not run.polyak_decay:
+            raise UserError("run.best_metric=val_top1_accuracy_polyak needs run.polyak_decay")
 
         self.model = prepare_model(build_model(cfg, self.train_set.num_classes), self.device)
         self.ddp = (DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
@@ -142,7 +144,7 @@ class ClassificationTrainer(TrainerBase):
             self.writer,
             EvalHook(at_epoch_end=True, at_end=False),
             LRScheduler(self.scheduler, per_epoch=True, metric="val_top1_accuracy"),
-            BestCheckpointer("val_top1_accuracy"),
+            BestCheckpointer(run.best_metric),
             PeriodicCheckpointer(every=run.checkpoint_every, at_epoch_end=True),
             StepLimit(run.max_steps),
             StopAgreement("--resume"),

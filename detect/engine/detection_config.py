@@ -60,7 +60,7 @@ class TrainConfig:
     fit_check_images: int = 50  # training images scored beside data.val at each evaluation (0: none)
     fit_check_min_map: float = 0.3  # training mAP below this after half the run: warn "not fitting"
     log_every: int = 20  # steps between log lines (metrics.jsonl, TensorBoard)
-    metrics: list[str] = field(default_factory=lambda: ["voc07", "coco"])  # evaluation on data.val: voc07 | voc12 | coco
+    metrics: list[str] = field(default_factory=lambda: ["voc07", "coco"])  # evaluation on data.val: voc07 | voc12 | coco; the first one's mAP decides best.pth
     out_dir: str = "runs/detector"  # checkpoints (last.pth), metrics.jsonl and TensorBoard logs
     device: str = "auto"  # auto | cpu | cuda[:i]
     threads: int | None = None  # torch CPU threads (None: torch's default); 1 is fastest on a busy CPU
