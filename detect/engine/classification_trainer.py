@@ -1,4 +1,4 @@
-"""The ImageNet classification training loop (`detect pretrain`), read top to bottom.
+"""ImageNet classification (`detect pretrain`) as a task of the shared loop (engine/train_loop.py).
 
 Reproducible by construction: the sampler shuffles with (seed, epoch), every sample's augmentation
 is seeded by (seed, epoch, index), the DataLoader has its own generator (creating an iterator does
@@ -185,6 +185,8 @@ class ClassificationTrainer(TrainerBase):
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.history = list(ckpt["history"])
+        if ckpt.get("best_val_accuracy", -1.0) >= 0:  # checkpoints written before the shared loop's "best"
+            self.best = ckpt["best_val_accuracy"]
         self.corrupt.paths.update(ckpt.get("corrupt_images", []))
 
     # ------------------------------------------------------------------ loaders

@@ -1,4 +1,4 @@
-"""The detector's training loop (`detect train`), read top to bottom.
+"""Training the detector (`detect train`) as a task of the shared loop (engine/train_loop.py).
 
 SGD with momentum over images sampled by (seed, epoch) — each sample's seed also decides its flip —
 so a run stopped at any step and resumed from its checkpoint (model, optimizer, scheduler, step,
@@ -144,6 +144,8 @@ class DetectionTrainer(TrainerBase):
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.scaler.load_state_dict(checkpoint["scaler"])
+        if checkpoint.get("best_map", float("-inf")) > float("-inf"):  # written before the shared loop's "best"
+            self.best = checkpoint["best_map"]
 
     # ------------------------------------------------------------------ the task
     def fit(self) -> dict[str, dict]:

@@ -249,6 +249,8 @@ class MultiBoxTrainer(TrainerBase):
         if saved["model"] != to_dict(self.cfg.model) or saved["data"]["train"] != self.cfg.data.train:
             raise ConfigError(f"{path}: was trained with model {saved['model']} on {saved['data']['train']!r}; "
                               f"use another run.out_dir, or leave out --resume to start over")
+        if "epoch_position" not in state:  # a multibox.pth written before the shared loop
+            state["epoch_position"] = state["batches_done"] * self.cfg.optim.batch_size
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

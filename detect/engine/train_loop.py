@@ -179,7 +179,7 @@ class TrainerBase:
         # the same global position under another number of processes is position * old / new.
         self.step, self.epoch = state["step"], state["epoch"]
         self.epoch_position = state["epoch_position"] * state.get("world_size", world) // world
-        self.best = state.get("best")
+        self.best = state["best"] if "best" in state else self.best  # (older checkpoints: the task's load set it)
         rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
         if len(rngs) == world:  # another number of processes keeps the fresh per-rank seeding
             set_rng_state(rngs[dist_utils.rank()])
