@@ -44,7 +44,6 @@ def lr_factor(step: int, milestones: list[int], gamma: float, warmup_steps: int)
     return factor
 
 
-
 class DetectionTrainer(TrainerBase):
     """The detection task on the shared loop: proposals, the detector, its step and its evaluation."""
 
