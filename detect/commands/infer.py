@@ -2,13 +2,14 @@
 
 INPUT is an image file, a folder (its images and videos, sorted by name), a glob such as
 'photos/*.jpg' (quoted, so the shell leaves it alone) or a video file (read with OpenCV; every
---video-stride-th frame, named <video stem>_f<frame index>). Each image's proposals come from the
-checkpoint's proposal method; the boxes are drawn with class names and scores (DIR/<name>.png) and
-every detection above test.score_threshold goes to DIR/detections.json, a COCO results list as
-`detect test` writes it ({image_id: the file's stem, category_id: the class name, bbox [x, y, w, h]
-in 0-based pixels, score, file_name}), so `detect eval --data SPEC --results DIR/detections.json`
-scores it when the files are a dataset's images. An input that cannot be read is named and skipped;
-the others still get their detections, and the exit status is 1.
+--video-stride-th frame, named <video stem>_f<frame index>). Each image goes through
+`detect.Predictor` (the checkpoint's proposal method, then the detector); the boxes are drawn with
+class names and scores (DIR/<name>.png) and every detection above test.score_threshold goes to
+DIR/detections.json, a COCO results list as `detect test` writes it ({image_id: the file's stem,
+category_id: the class name, bbox [x, y, w, h] in 0-based pixels, score, file_name}), so
+`detect eval --data SPEC --results DIR/detections.json` scores it when the files are a dataset's
+images. An input that cannot be read is named and skipped; the others still get their detections,
+and the exit status is 1.
 """
 from __future__ import annotations
 
@@ -84,35 +85,21 @@ def main(args) -> int:
     import json
 
     import numpy as np
-    import torch
-    from tqdm import tqdm
 
     from detect.boxes import convert_boxes
     from detect.data.images import read_image_rgb
-    from detect.engine.detection_inference import load_detector
+    from detect.engine.predictor import Predictor
     from detect.errors import UserError
-    from detect.proposals import build_proposer
     from detect.report.detections import draw_detections, write_image
-    from detect.utils.device import resolve_device
     from detect.utils.files import atomic_write_bytes, file_in, output_folder
     from detect.utils.progress import progress_bar
 
     if args.video_stride < 1:
         raise UserError(f"--video-stride must be at least 1, got {args.video_stride}")
-    device = resolve_device(args.device)
-    model, cfg, classes = load_detector(args.checkpoint, device=device)
-    proposer = build_proposer(cfg.proposals.method, **cfg.proposals.params)
+    predictor = Predictor(args.checkpoint, device=args.device)
+    classes = predictor.classes
     out = output_folder(args.out)
     files, failed = expand_inputs(args.inputs)
-
-    def detect(image: np.ndarray) -> dict:
-        boxes, _ = proposer.propose(image)
-        tensor = torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0)
-        proposals = torch.as_tensor(boxes[: cfg.proposals.max_per_image]).reshape(-1, 4)
-        with torch.no_grad():
-            found = model([tensor.to(device)], [proposals.to(device)])[0]
-        return {k: v.cpu().numpy() for k, v in found.items()}
-
     results, taken, images, drawn_count = [], set(), 0, 0
 
     def record(name: str, file_name: str, image: np.ndarray, found: dict) -> None:
@@ -130,10 +117,10 @@ def main(args) -> int:
             if path.suffix.lower() in VIDEO_SUFFIXES:
                 stem = unique_name(path.stem, taken)
                 for index, frame in video_frames(path, args.video_stride):
-                    record(unique_name(f"{stem}_f{index:06d}", taken), f"{path}#{index}", frame, detect(frame))
+                    record(unique_name(f"{stem}_f{index:06d}", taken), f"{path}#{index}", frame, predictor(frame))
             else:
                 image = read_image_rgb(path)
-                record(unique_name(path.stem, taken), str(path), image, detect(image))
+                record(unique_name(path.stem, taken), str(path), image, predictor(image))
         except (UserError, OSError) as err:
             message = str(err)
             failed.append((str(path), message[len(str(path)) + 2:] if message.startswith(f"{path}: ") else message))
