@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("detect.commands.train", "train a detector (R-CNN or Fast R-CNN mode) from a YAML config"),
     "test": ("detect.commands.test", "evaluate a detector checkpoint: VOC07/VOC12/COCO AP, results JSON, devkit files"),
     "infer": ("detect.commands.infer", "detect objects in images with a checkpoint; draw boxes, write JSON"),
+    "export": ("detect.commands.export", "write a detector checkpoint as ONNX or TorchScript (proposals in, scores and boxes out)"),
     "data-stats": ("detect.commands.data_stats", "print statistics of a dataset spec"),
     "convert": ("detect.commands.convert", "convert a dataset (VOC XML) to COCO JSON, or write the synthetic set"),
     "eval": ("detect.commands.eval", "score detections (COCO results JSON) with VOC07 / VOC12 / COCO metrics"),
