@@ -33,7 +33,7 @@ def main(args) -> int:
     from detect.errors import UserError
     from detect.evaluation.evaluate import format_table
     from detect.evaluation.results import check_devkit_image_ids, write_coco_results, write_voc_results
-    from detect.utils.device import resolve_device
+    from detect.utils.device import prepare_model, resolve_device
     from detect.utils.files import atomic_write_bytes, output_folder
 
     overrides = list(args.overrides) + ([f"train.device={args.device}"] if args.device else [])
@@ -50,6 +50,7 @@ def main(args) -> int:
     device = resolve_device(cfg.train.device)
     dataset = build_dataset(spec, cfg.data.classes)
     model, cfg, classes = load_detector(args.checkpoint, cfg, dataset.classes, device)
+    model = prepare_model(model, device, cfg.train.channels_last)
     check_devkit_image_ids(dataset)  # what can be checked is checked before proposals and inference
     out = output_folder(args.out or Path(cfg.train.out_dir) / "test")
     data = ProposalDataset(dataset, cached_proposals(dataset, cfg.proposals, cfg.train.progress,

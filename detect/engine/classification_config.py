@@ -78,7 +78,8 @@ class RunConfig:
     max_steps: int | None = None  # stop (with a checkpoint) after this many optimizer steps
     seed: int = 0  # sample order, augmentation and initial weights
     device: str = "auto"  # auto | cpu | cuda[:i]
-    amp: bool = True  # CUDA only
+    amp: Literal["auto", "bf16", "fp16", "off"] | bool = "auto"  # autocast: auto = on CUDA only (bf16 where supported, else fp16); bf16 | fp16 on any device, the CPU included; off (true = auto, false = off)
+    channels_last: Literal["auto"] | bool = "auto"  # channels_last memory layout: auto = on CUDA only; true | false on any device
     checkpoint_every: int = 1000  # optimizer steps; also at every epoch end and on SIGTERM/SIGINT
     log_every: int = 20  # optimizer steps between log lines
     polyak_decay: float | None = None  # exponential moving average of weights (GoogLeNet); None = off

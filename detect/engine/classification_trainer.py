@@ -37,7 +37,7 @@ from detect.engine.train_loop import (BEST_CHECKPOINT, LAST_CHECKPOINT, BestChec
 from detect.errors import UserError
 from detect.utils import distributed as dist_utils
 from detect.utils.checkpoint import load_checkpoint
-from detect.utils.device import autocast, grad_scaler, prepare_model, resolve_device
+from detect.utils.device import autocast, grad_scaler, prepare_images, prepare_model, resolve_device
 
 __all__ = ["BEST_CHECKPOINT", "LAST_CHECKPOINT", "ClassificationTrainer", "TrainState", "build_model",
            "classification_loss", "prepare_data_root"]
@@ -123,7 +123,7 @@ class ClassificationTrainer(TrainerBase):
         if run.best_metric.endswith("_polyak") and not run.polyak_decay:
             raise UserError("run.best_metric=val_top1_accuracy_polyak needs run.polyak_decay")
 
-        self.model = prepare_model(build_model(cfg, self.train_set.num_classes), self.device)
+        self.model = prepare_model(build_model(cfg, self.train_set.num_classes), self.device, run.channels_last)
         self.ddp = (DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
                     if self.distributed else self.model)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
@@ -254,9 +254,7 @@ class ClassificationTrainer(TrainerBase):
             self.ema.update_parameters(self.model)
 
     def forward_backward(self, batch) -> float:
-        images = batch.images.to(self.device, non_blocking=True)
-        if self.device.type == "cuda":
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = prepare_images(batch.images, self.device, self.cfg.run.channels_last)
         labels = batch.labels.to(self.device, non_blocking=True)
         with autocast(self.device, self.cfg.run.amp):
             loss = classification_loss(self.ddp(images), labels, self.cfg.optim.aux_loss_weight)
@@ -290,7 +288,7 @@ class ClassificationTrainer(TrainerBase):
         for batch in loader:
             if len(batch):
                 with autocast(self.device, self.cfg.run.amp):
-                    logits = model(batch.images.to(self.device))
+                    logits = model(prepare_images(batch.images, self.device, self.cfg.run.channels_last))
                 counts += torch.tensor([(logits.argmax(1).cpu() == batch.labels).sum().item(), len(batch)], dtype=torch.float64)
         if self.distributed:
             counts = counts.to(self.device)

@@ -6,6 +6,7 @@ Every field can be overridden on the command line as `section.key=value`, e.g.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from detect.models.detector import ModelConfig
 from detect.models.postprocess import InferenceConfig
@@ -64,7 +65,8 @@ class TrainConfig:
     out_dir: str = "runs/detector"  # checkpoints (last.pth), metrics.jsonl and TensorBoard logs
     device: str = "auto"  # auto | cpu | cuda[:i]
     threads: int | None = None  # torch CPU threads (None: torch's default); 1 is fastest on a busy CPU
-    amp: bool = True  # mixed precision on CUDA (bf16 where supported)
+    amp: Literal["auto", "bf16", "fp16", "off"] | bool = "auto"  # autocast: auto = on CUDA only (bf16 where supported, else fp16); bf16 | fp16 on any device, the CPU included; off (true = auto, false = off)
+    channels_last: Literal["auto"] | bool = "auto"  # channels_last memory layout: auto = on CUDA only; true | false on any device
     progress: bool = True  # progress bars
 
     def validate(self) -> None:

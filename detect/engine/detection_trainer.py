@@ -75,7 +75,8 @@ class DetectionTrainer(TrainerBase):
         self.fit_data = self.training_subset(train_set, t.fit_check_images)
         self.diagnosis = FitDiagnosis(min_train_map=t.fit_check_min_map)
 
-        self.model = prepare_model(build_detector(cfg.model, len(self.classes), cfg.test, weights), self.device)
+        self.model = prepare_model(build_detector(cfg.model, len(self.classes), cfg.test, weights), self.device,
+                                   t.channels_last)
         self.ddp = self.model
         if self.distributed:
             self.ddp = DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None,
