@@ -97,5 +97,5 @@ def test_bad_arguments_are_user_errors(tmp_path):
         ShapesDataset(0)
     with pytest.raises(UserError, match="at least 32 pixels"):
         ShapesDataset(3, image_size=16)
-    with pytest.raises(UserError, match=r"unknown output format 'yolo'"):
-        write_shapes(tmp_path, 3, fmt="yolo")
+    with pytest.raises(UserError, match=r"unknown output format 'tfrecord'"):
+        write_shapes(tmp_path, 3, fmt="tfrecord")

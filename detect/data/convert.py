@@ -1,4 +1,4 @@
-"""Any DetectionDataset -> COCO ground-truth JSON or VOC layout on disk.
+"""Any DetectionDataset -> COCO ground-truth JSON, or a VOC, COCO or YOLO layout on disk.
 
 COCO GT written here (`dataset_to_coco_dict`):
 - image ids: the source COCO ids when every record has one, else the position i in the dataset
@@ -24,6 +24,8 @@ import cv2
 import numpy as np
 
 from detect.data.dataset import DetectionDataset
+from detect.data.yolo import write_yolo_layout
+from detect.errors import DatasetError, UserError
 from detect.utils.files import atomic_write_bytes, file_in
 
 
@@ -131,3 +133,41 @@ def subset_on_disk(dataset: DetectionDataset, indices: list[int], images_dir: Pa
 def common_folder(paths: list[Path]) -> Path:
     """The deepest folder holding every path: COCO file names are relative to it."""
     return Path(os.path.commonpath([os.path.abspath(Path(p).parent) for p in paths])) if paths else Path(".")
+
+
+def merge_splits(named: dict[str, DetectionDataset]) -> tuple[DetectionDataset, dict[str, list[int]]]:
+    """Several datasets, one per split name, as one dataset and its split indices (for the layout writers).
+
+    An image id in two splits is one image when both point at the same file (VOC's trainval and test
+    lists share Annotations/), else an error: the layouts name files by image id."""
+    datasets = list(named.values())
+    classes = datasets[0].classes
+    records, where, splits = [], {}, {}
+    for split, dataset in named.items():
+        if dataset.classes != classes:
+            raise DatasetError(f"{dataset.name}: classes {dataset.classes} differ from {datasets[0].name}'s {classes}")
+        splits[split] = []
+        for record in dataset.records:
+            if record.image_id in where:
+                first = records[where[record.image_id]]
+                if Path(first.image_path).resolve() != Path(record.image_path).resolve():
+                    raise DatasetError(f"{dataset.name}: image id {record.image_id!r} names two files, "
+                                       f"{first.image_path} and {record.image_path}")
+            else:
+                where[record.image_id] = len(records)
+                records.append(record)
+            splits[split].append(where[record.image_id])
+    merged = DetectionDataset(records, classes, root=datasets[0].root, name=" + ".join(d.name for d in datasets),
+                              category_ids=datasets[0].category_ids)
+    return merged, splits
+
+
+def write_layout(dataset: DetectionDataset, out_dir: str | Path, splits: dict[str, list[int]], fmt: str) -> Path:
+    """The dataset on disk in `fmt` (voc, coco or yolo) layout, one image list per split."""
+    if fmt == "voc":
+        return write_voc_layout(dataset, out_dir, splits)
+    if fmt == "coco":
+        return write_coco_layout(dataset, out_dir, splits)
+    if fmt == "yolo":
+        return write_yolo_layout(dataset, out_dir, splits)
+    raise UserError(f"unknown output format {fmt!r} (valid: voc, coco, yolo)")

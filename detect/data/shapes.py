@@ -22,6 +22,7 @@ from torchvision.ops import box_iou
 
 from detect.data.convert import write_coco_layout, write_voc_layout
 from detect.data.dataset import DetectionDataset, ImageRecord
+from detect.data.yolo import write_yolo_layout
 from detect.errors import UserError
 
 CLASSES = ["circle", "rectangle", "triangle"]
@@ -174,4 +175,6 @@ def write_shapes(out_dir: str | Path, count: int, seed: int = 0, fmt: str = "voc
         return write_voc_layout(dataset, out_dir, splits)
     if fmt == "coco":
         return write_coco_layout(dataset, out_dir, splits)
-    raise UserError(f"shapes: unknown output format {fmt!r} (valid: voc, coco)")
+    if fmt == "yolo":  # ultralytics lists splits by folder: trainval would copy train and val again
+        return write_yolo_layout(dataset, out_dir, {k: v for k, v in splits.items() if k != "trainval"}).parent
+    raise UserError(f"shapes: unknown output format {fmt!r} (valid: voc, coco, yolo)")

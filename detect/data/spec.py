@@ -3,6 +3,8 @@
     voc:ROOT[:SPLIT]                               PASCAL VOC layout (all of Annotations/ without SPLIT)
     voc-dirs:ANNOTATIONS_DIR:IMAGES_DIR[:IDS_FILE]  any folder of VOC XMLs beside a folder of images
     coco:ANN_JSON:IMAGES_DIR                       COCO JSON
+    yolo:DATA_YAML[:SPLIT]                         YOLO (ultralytics) data.yaml, images/ + labels/ (SPLIT
+                                                   train/val/test, default val)
     shapes:N[:SEED][:SPLIT]                        synthetic shapes: N images in all, SPLIT one of
                                                    train/val/test/trainval/all (default all)
 """
@@ -14,10 +16,11 @@ from detect.data.coco import read_coco
 from detect.data.dataset import DetectionDataset
 from detect.data.shapes import SPLITS, shapes_split
 from detect.data.voc import read_voc, read_voc_dirs
+from detect.data.yolo import read_yolo
 from detect.errors import UserError
 
 VALID_FORMS = ("voc:ROOT[:SPLIT]", "voc-dirs:ANNOTATIONS_DIR:IMAGES_DIR[:IDS_FILE]", "coco:ANN_JSON:IMAGES_DIR",
-               "shapes:N[:SEED][:SPLIT]")
+               "yolo:DATA_YAML[:SPLIT]", "shapes:N[:SEED][:SPLIT]")
 
 
 def build_dataset(spec: str, classes: list[str] | None = None) -> DetectionDataset:
@@ -29,6 +32,8 @@ def build_dataset(spec: str, classes: list[str] | None = None) -> DetectionDatas
         return read_voc_dirs(parts[0], parts[1], parts[2] if len(parts) == 3 else None, classes)
     if kind == "coco" and len(parts) == 2 and all(parts):
         return read_coco(parts[0], parts[1], classes)
+    if kind == "yolo" and 1 <= len(parts) <= 2 and parts[0]:
+        return read_yolo(parts[0], parts[1] if len(parts) == 2 and parts[1] else "val", classes)
     if kind == "shapes" and 1 <= len(parts) <= 3:
         count, seed, split = parse_shapes_args(spec, parts)
         dataset = shapes_split(count, seed, split)
@@ -40,13 +45,15 @@ def build_dataset(spec: str, classes: list[str] | None = None) -> DetectionDatas
 
 def devkit_split(spec: str) -> str:
     """The split name of a spec for VOC devkit file names (comp4_det_<split>_<class>.txt): SPLIT of
-    voc:ROOT:SPLIT and shapes:N[:SEED]:SPLIT, the ids file's name without extension for
+    voc:ROOT:SPLIT, yolo:DATA_YAML[:SPLIT] (default val) and shapes:N[:SEED]:SPLIT, the ids file's name without extension for
     voc-dirs:ANN:IMG:IDS_FILE, else "test"."""
     kind, _, rest = spec.partition(":")
     parts = rest.split(":") if rest else []
     split = None
     if kind == "voc" and len(parts) == 2:
         split = parts[1]
+    elif kind == "yolo" and parts:
+        split = parts[1] if len(parts) == 2 and parts[1] else "val"
     elif kind == "voc-dirs" and len(parts) == 3:
         split = Path(parts[2]).stem
     elif kind == "shapes" and len(parts) >= 2 and not parts[-1].isdigit():
