@@ -52,7 +52,9 @@ class PooledRegions(nn.Module):
 
     def forward(self, images: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
         features = self.trunk(images)
-        rois = boxes_to_rois(boxes).to(features)
+        # fp32 RoIs even when autocast made the features bf16/fp16: a bf16 coordinate near 600 px moves
+        # by up to 2 px (8 significant bits); torchvision's autocast wrapper pools in fp32 anyway
+        rois = boxes_to_rois(boxes).to(features.device, torch.promote_types(features.dtype, torch.float32))
         outputs = [self.head(self._pool(features, chunk)) for chunk in rois.split(self.chunk_size)]
         return torch.cat(outputs) if outputs else features.new_zeros((0, self.num_features))
 
@@ -61,9 +63,12 @@ class PooledRegions(nn.Module):
         if features.device.type != "cpu" or threads == 1 or torch.is_grad_enabled() or len(rois) < 2 * threads:
             return self._pool_op(features, rois)
         # torchvision's CPU RoI kernels use one core (and release the GIL): at test time, where
-        # thousands of RoIs are pooled, give each core a slice of them.
+        # thousands of RoIs are pooled, give each core a slice of them. Autocast is thread-local, so
+        # the workers pool in fp32 and the result gets the dtype autocast's roi_align would give.
+        dtype = features.dtype
+        features, rois = features.float(), rois.float()
         with ThreadPoolExecutor(threads) as workers:
-            return torch.cat(list(workers.map(partial(self._pool_op, features), rois.chunk(threads))))
+            return torch.cat(list(workers.map(partial(self._pool_op, features), rois.chunk(threads)))).to(dtype)
 
     def _pool_op(self, features: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
         if self.pool == "pool":
