@@ -3,7 +3,9 @@
 Runs the detector over data.test (or --data), writes the detections as a COCO results JSON (integer
 image and category ids of the ground truth `detect convert` writes for the same spec, so pycocotools
 loads them) and as VOC devkit files (comp4_det_<split>_<class>.txt), and prints VOC07, VOC12 and COCO
-metrics.
+metrics. Beside metrics.json, the analysis: pr_curves.png (per-class precision-recall, VOC rules) and
+confusion_matrix.json / .png (classes, mislocalisation, background and missed objects; see
+detect/evaluation/confusion.py).
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", help="output folder (default: <train.out_dir>/test)")
     parser.add_argument("--metrics", default="voc07,voc12,coco", help="comma-separated (default voc07,voc12,coco)")
     parser.add_argument("--device", help="auto | cpu | cuda[:i] (overrides train.device)")
+    parser.add_argument("--confusion-threshold", type=float, default=0.5,
+                        help="detections scoring at least this enter the confusion matrix (default 0.5)")
     parser.add_argument("--print-config", action="store_true",
                         help="print the effective config (after base: and overrides), each key with its meaning, and exit")
 
@@ -31,8 +35,12 @@ def main(args) -> int:
     from detect.engine.detection_data import ProposalDataset, cached_proposals, predictions_for
     from detect.engine.detection_inference import evaluate_predictions, load_detector, predict
     from detect.errors import UserError
+    from detect.evaluation.confusion import confusion_matrix
     from detect.evaluation.evaluate import format_table
+    from detect.evaluation.precision_recall import precision_recall_curves
     from detect.evaluation.results import check_devkit_image_ids, write_coco_results, write_voc_results
+    from detect.report.confusion_plot import plot_confusion_matrix
+    from detect.report.detections import plot_precision_recall
     from detect.utils.device import prepare_model, resolve_device
     from detect.utils.files import atomic_write_bytes, output_folder
 
@@ -43,6 +51,8 @@ def main(args) -> int:
         return 0
     if not args.checkpoint:
         raise UserError("--checkpoint is required: the detector checkpoint from `detect train`")
+    if not 0.0 <= args.confusion_threshold <= 1.0:
+        raise UserError(f"--confusion-threshold must be in [0, 1], got {args.confusion_threshold}")
     spec = args.data or cfg.data.test
     if not spec:
         raise UserError(f"{args.config}: no test data: set data.test or pass --data SPEC")
@@ -66,6 +76,14 @@ def main(args) -> int:
         print(format_table(result) + "\n")
     text = json.dumps({"checkpoint": str(args.checkpoint), "data": spec, **results}, indent=2)
     atomic_write_bytes(out / "metrics.json", lambda fh: fh.write(text.encode()))
+    curves = precision_recall_curves(data.dataset, scored)
+    aps = results["voc07"]["ap"] if "voc07" in results else {}
+    plot_precision_recall(curves, aps, out / "pr_curves.png", f"{spec}: per-class precision-recall (VOC rules)")
+    confusion = confusion_matrix(data.dataset, scored, args.confusion_threshold)
+    text = json.dumps(confusion, indent=1)
+    atomic_write_bytes(out / "confusion_matrix.json", lambda fh: fh.write(text.encode()))
+    plot_confusion_matrix(confusion, out / "confusion_matrix.png", spec)
     print(f"detections: {results_json} (COCO results) and {len(voc_files)} VOC devkit files in {out / 'voc'}")
+    print(f"analysis: {out / 'pr_curves.png'}, {out / 'confusion_matrix.png'} and {out / 'confusion_matrix.json'}")
     print(f"metrics: {out / 'metrics.json'}")
     return 0
