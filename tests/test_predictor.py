@@ -74,6 +74,21 @@ def test_every_input_kind_gives_the_same_detections(bccd_checkpoint):
     assert len(one["boxes"]) <= len(predictor.classes)  # one region: at most one box per class
 
 
+def test_batches_give_one_result_per_image_in_order(bccd_checkpoint):
+    from detect import Predictor
+
+    checkpoint, _, images = bccd_checkpoint
+    one_by_one = Predictor(checkpoint, device="cpu")(images[:3])
+    batched = Predictor(checkpoint, device="cpu", batch_size=2)(images[:3])  # a batch of 2, then 1
+    assert len(batched) == 3
+    for alone, together in zip(one_by_one, batched):
+        # padding to a common size moves features near the border a little; the detections stay those of that image
+        assert abs(len(alone["boxes"]) - len(together["boxes"])) <= max(3, len(alone["boxes"]) // 5)
+        assert together["boxes"][:, 2].max() <= 640 and together["boxes"][:, 3].max() <= 480
+    with pytest.raises(UserError, match="batch_size must be at least 1"):
+        Predictor(checkpoint, device="cpu", batch_size=0)
+
+
 def test_infer_gives_exactly_the_predictors_detections(bccd_checkpoint, tmp_path):
     from detect import Predictor
 
