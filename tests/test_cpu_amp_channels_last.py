@@ -175,8 +175,9 @@ def test_detect_test_runs_with_bf16_and_channels_last_on_the_cpu(detector_runs, 
     assert diff < 0.03, f"detect test: the top detection scores differ by {diff:.4f} under bf16 + channels_last"
 
 
+@pytest.mark.parametrize("pool", ["align", "pool"])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_roi_pooling_under_bf16_autocast_keeps_fp32_coordinates(threads):
+def test_roi_pooling_under_bf16_autocast_keeps_fp32_coordinates(threads, pool):
     """RoIAlign on bf16 features (the GPU's default AMP): RoIs stay fp32 (in bf16 a coordinate near
     600 px moves by up to 2 px), and the test-time threaded pooling on the CPU (worker threads do not
     inherit autocast) pools in fp32 instead of failing in torchvision's fp32-only CPU kernel.
@@ -185,7 +186,7 @@ def test_roi_pooling_under_bf16_autocast_keeps_fp32_coordinates(threads):
 
     trunk = torch.nn.Conv2d(1, 1, 1, bias=False)
     torch.nn.init.ones_(trunk.weight)
-    regions = PooledRegions(trunk, torch.nn.Flatten(), num_features=1, output_size=1, stride=1, pool="align")
+    regions = PooledRegions(trunk, torch.nn.Flatten(), num_features=1, output_size=1, stride=1, pool=pool)
     x = torch.arange(700.0)
     image = ((x % 4) / 4).expand(1, 1, 4, 700).contiguous()
     boxes = [torch.tensor([[601.0 + k, 0.0, 602.0 + k, 1.0] for k in range(40)])]

@@ -63,17 +63,19 @@ class PooledRegions(nn.Module):
         if features.device.type != "cpu" or threads == 1 or torch.is_grad_enabled() or len(rois) < 2 * threads:
             return self._pool_op(features, rois)
         # torchvision's CPU RoI kernels use one core (and release the GIL): at test time, where
-        # thousands of RoIs are pooled, give each core a slice of them. Autocast is thread-local, so
-        # the workers pool in fp32 and the result gets the dtype autocast's roi_align would give.
-        dtype = features.dtype
-        features, rois = features.float(), rois.float()
+        # thousands of RoIs are pooled, give each core a slice of them.
         with ThreadPoolExecutor(threads) as workers:
-            return torch.cat(list(workers.map(partial(self._pool_op, features), rois.chunk(threads)))).to(dtype)
+            return torch.cat(list(workers.map(partial(self._pool_op, features), rois.chunk(threads))))
 
     def _pool_op(self, features: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        """Pooled in fp32 whatever autocast made the features, cast back to their dtype: what torchvision's
+        autocast wrapper of roi_align does, done here because autocast is thread-local (the workers
+        above) and its CPU roi_pool kernel takes fp32 only."""
+        dtype = features.dtype
+        features, rois = features.float(), rois.float()
         if self.pool == "pool":
-            return roi_pool(features, rois, self.output_size, self.spatial_scale)
-        return roi_align(features, rois, self.output_size, self.spatial_scale, self.sampling_ratio, aligned=True)
+            return roi_pool(features, rois, self.output_size, self.spatial_scale).to(dtype)
+        return roi_align(features, rois, self.output_size, self.spatial_scale, self.sampling_ratio, aligned=True).to(dtype)
 
 
 class WarpedRegions(nn.Module):
