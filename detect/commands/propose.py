@@ -2,7 +2,8 @@
 
 One .npz per image under OUT/<dataset name>-<hash>/<method>-<params hash>/ (worker processes, progress
 bar; an interrupted run resumes): the layout `detect train` / `detect test` read with
-`proposals.cache_dir: OUT`, so what is computed here is reused there. With --eval, the recall table
+`proposals.cache_dir: OUT`, so what is computed here is reused there. `--shard K/N` (or RANK /
+WORLD_SIZE under torchrun) computes one deterministic share, so N jobs on N machines fill one cache. With --eval, the recall table
 (recall@0.5/0.7 for top N, average recall, MABO, boxes and seconds per image) is printed and written
 as recall.json and recall.png in that directory.
 """
@@ -22,6 +23,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="worker processes (0: compute in this process)")
     parser.add_argument("--eval", action="store_true", help="also evaluate recall against the dataset's ground truth")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--shard", metavar="K/N",
+                        help="compute only shard K of N (0 <= K < N: the images i with i %% N == K) into the shared "
+                             "cache, e.g. one per cluster job; under torchrun the default is RANK/WORLD_SIZE. "
+                             "The shards' proposals equal one run's; the manifest says complete when all are done")
     parser.add_argument("--strict-images", action="store_true",
                         help="an image that cannot be decoded is an error (default: skipped, counted, named)")
 
@@ -32,18 +37,29 @@ def main(args) -> int:
     from detect.engine.detection_data import without_unreadable
     from detect.evaluation.proposal_recall import format_recall_table, proposal_recall
     from detect.proposals import build_proposer
-    from detect.proposals.cache import dataset_cache_root, ensure_proposals, proposal_path, read_proposals
+    from detect.proposals.cache import (dataset_cache_root, ensure_proposals, parse_shard, proposal_path, read_manifest,
+                                        read_proposals, shard_indices)
     from detect.report.recall_plot import plot_recall_curves
     from detect.utils.files import atomic_write_bytes
 
+    shard = parse_shard(args.shard) if args.shard else shard_from_environment()
     params = dict(parse_override(item) for item in args.param)
     proposer = build_proposer(args.method, **params)
     dataset = build_dataset(args.data)
     if dataset.skips:
         print(f"dataset: {dataset.skips.summary()}")
     cache_dir = ensure_proposals(dataset, proposer, dataset_cache_root(dataset, args.out), workers=args.workers,
-                                 progress=not args.no_progress, strict_images=args.strict_images)
-    print(f"proposals of {len(dataset)} images in {cache_dir}")
+                                 progress=not args.no_progress, strict_images=args.strict_images, shard=shard)
+    if shard is None:
+        print(f"proposals of {len(dataset)} images in {cache_dir}")
+    else:
+        done = read_manifest(cache_dir).get("complete", False)
+        print(f"shard {shard[0]}/{shard[1]}: proposals of {len(shard_indices(len(dataset), shard))} of "
+              f"{len(dataset)} images in {cache_dir}; cache "
+              + ("complete" if done else "not complete yet (other shards still missing)"))
+        if args.eval and not done:
+            print("--eval skipped: the cache is not complete yet (run it again once every shard has finished)")
+            return 0
     if not args.eval:
         return 0
     dataset = without_unreadable(dataset, cache_dir)  # images that could not be decoded have no proposals
@@ -56,3 +72,12 @@ def main(args) -> int:
     plot = plot_recall_curves({args.method: result}, cache_dir / "recall.png", title=args.data)
     print(f"wrote {cache_dir / 'recall.json'} and {plot}")
     return 0
+
+
+def shard_from_environment() -> tuple[int, int] | None:
+    """(RANK, WORLD_SIZE) when torchrun (or a scheduler exporting the same names) started several processes."""
+    import os
+
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    return None

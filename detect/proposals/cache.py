@@ -8,6 +8,19 @@ and sizes; file sizes and content samples); it is created exclusively (a hard li
 temporary file), so two datasets racing into one directory give one cache and one clear error, and a
 cache built for another dataset, other pixels or another method is refused rather than mixed in.
 
+Across machines (`detect propose --shard K/N`, or RANK / WORLD_SIZE under torchrun): shard K computes
+the images whose index i in the dataset has i % N == K (a deterministic split of the dataset's own
+order; interleaved, so shards get a similar mix), into the same cache folder. The manifest is never
+rewritten concurrently from partial knowledge: every shard claims the same manifest (identical
+content, created exclusively, so the first creates it and the others check it), and each shard, when
+its images are done, writes its own part `shards/part-K-of-N.json` (one writer per file, atomic).
+A read-modify-write of one shared manifest by N processes on N machines would lose updates (network
+file systems give no reliable locks); parts cannot collide. Whoever then finds every image's file
+present (the last shard to finish, or any later run) merges the parts into the manifest as
+`complete` (atomic rename; the merge is a function of what is on disk, so two shards merging at once
+write the same bytes). Boxes and scores do not depend on the split: each image's proposals depend
+only on the image and the parameters (the ranking's random factor is seeded per image).
+
 The layout every command shares: `dataset_cache_root(dataset, ROOT)` =
 `ROOT/<readable dataset name>-<hash of the name>/`, under which `ensure_proposals` makes
 `<method>-<params hash>/`. `detect propose --out ROOT` and `proposals.cache_dir: ROOT` of
@@ -208,12 +221,69 @@ def unreadable_images(dataset, cache_dir: str | Path) -> dict[int, str]:
     return found
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """`K/N` (0 <= K < N) -> (K, N); anything else is a UserError naming the value."""
+    try:
+        k, n = (int(part) for part in str(text).split("/"))
+    except ValueError:
+        raise UserError(f"--shard {text!r}: expected K/N with 0 <= K < N, e.g. 0/4") from None
+    if not 0 <= k < n:
+        raise UserError(f"--shard {text!r}: expected K/N with 0 <= K < N, e.g. 0/4 ... 3/4")
+    return k, n
+
+
+def shard_indices(count: int, shard: tuple[int, int] | None) -> list[int]:
+    """The dataset indices shard (K, N) computes: i % N == K (all of them without a shard)."""
+    if shard is None:
+        return list(range(count))
+    k, n = shard
+    return list(range(k, count, n))
+
+
+SHARDS = "shards"
+
+
+def shard_part_path(cache_dir: Path, shard: tuple[int, int]) -> Path:
+    return Path(cache_dir) / SHARDS / f"part-{shard[0]}-of-{shard[1]}.json"
+
+
+def write_shard_part(cache_dir: Path, shard: tuple[int, int], indices: list[int], computed: int, seconds: float) -> None:
+    """This shard's own record (one writer per file): which share it holds and what it computed."""
+    part = {"shard": shard[0], "of": shard[1], "images": len(indices), "computed": computed,
+            "seconds": round(seconds, 3), "host": os.uname().nodename if hasattr(os, "uname") else ""}
+    path = shard_part_path(cache_dir, shard)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, lambda fh: fh.write(json.dumps(part, indent=2, sort_keys=True).encode()))
+
+
+def mark_complete(dataset, cache_dir: Path) -> bool:
+    """When every image has its proposals (or its unreadable marker), merge the shard parts (if any)
+    into the manifest with `complete: true`; returns whether the cache is complete. Idempotent."""
+    if missing_indices(dataset, cache_dir):
+        return False
+    manifest = read_manifest(cache_dir)
+    parts = sorted((json.loads(p.read_text()) for p in (Path(cache_dir) / SHARDS).glob("part-*-of-*.json")),
+                   key=lambda part: (part["of"], part["shard"]))
+    merged = {**manifest, "complete": True,
+              "unreadable": len(unreadable_images(dataset, cache_dir)),
+              "shards": [{k: part[k] for k in ("shard", "of", "images", "computed", "host")} for part in parts]}
+    if merged != manifest:
+        try:
+            write_manifest(cache_dir, merged)
+        except (OSError, UserError) as err:  # a read-only shared cache is still a usable, complete cache
+            logger.info("%s: complete, but the manifest could not be updated (%s)", cache_dir, err)
+    return True
+
+
 def ensure_proposals(dataset, proposer, root: str | Path, workers: int = 0, progress: bool = True,
-                     limit: int | None = None, strict_images: bool = False) -> Path:
+                     limit: int | None = None, strict_images: bool = False,
+                     shard: tuple[int, int] | None = None) -> Path:
     """Compute the proposals missing under `cache_dir_for(proposer, root)` and return that directory.
 
     workers = 0 computes in this process; N > 0 uses N worker processes (spawned, one thread each).
     `limit` stops after computing that many images (the rest is left for a later, resuming call).
+    `shard` = (K, N) computes only shard K's share (`shard_indices`) and records it in
+    `shards/part-K-of-N.json`; when nothing is missing any more the manifest says `complete`.
     An image that cannot be decoded is a DatasetError with `strict_images`, else it is skipped: a
     `<id>.unreadable` marker holds the reason (`unreadable_images` lists them; one log line counts them).
     """
@@ -222,10 +292,14 @@ def ensure_proposals(dataset, proposer, root: str | Path, workers: int = 0, prog
                 "dataset_fingerprint": dataset.fingerprint(), "content_fingerprint": content_fingerprint(dataset),
                 "dataset": getattr(dataset, "name", ""), "num_images": len(dataset)}
     claim_manifest(cache_dir, manifest)
-    missing = missing_indices(dataset, cache_dir)
+    share = shard_indices(len(dataset), shard)
+    missing = missing_indices(dataset, cache_dir) if shard is None else sorted(
+        set(missing_indices(dataset, cache_dir)) & set(share))
     todo = missing if limit is None else missing[:limit]
-    bar = progress_bar(total=len(dataset), initial=len(dataset) - len(missing),
-               desc=f"proposals {cache_dir.name}", unit="img", disable=not progress)
+    start = time.perf_counter()
+    bar = progress_bar(total=len(share), initial=len(share) - len(missing),
+               desc=f"proposals {cache_dir.name}" + (f" shard {shard[0]}/{shard[1]}" if shard else ""),
+               unit="img", disable=not progress)
     with bar:
         if workers <= 0:
             _init_worker(dataset, proposer, cache_dir, strict_images=strict_images)
@@ -244,4 +318,8 @@ def ensure_proposals(dataset, proposer, root: str | Path, workers: int = 0, prog
     if skipped and todo:
         logger.warning("%s: skipped %d unreadable image(s), no proposals (first: %s)",
                        getattr(dataset, "name", "dataset"), len(skipped), next(iter(skipped.values())))
+    if shard is not None and len(todo) == len(missing):  # this shard's share is all there
+        write_shard_part(cache_dir, shard, share, len(todo), time.perf_counter() - start)
+    if len(todo) == len(missing):
+        mark_complete(dataset, cache_dir)
     return cache_dir
