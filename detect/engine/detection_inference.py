@@ -6,19 +6,22 @@ predicts its share and the shares are gathered, so every process ends with the f
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from detect.config import from_dict
+from detect.config import from_dict, to_dict
 from detect.data.samplers import init_loader_worker
 from detect.engine.detection_config import DetectionConfig
 from detect.engine.detection_data import ProposalDataset, collate
 from detect.errors import UserError
 from detect.evaluation.evaluate import evaluate
 from detect.models.detector import Detector, build_detector
+from detect.models.postprocess import InferenceConfig
+from detect.models.truncated_svd import apply_truncated_svd
 from detect.utils import distributed as dist_utils
 from detect.utils.checkpoint import load_checkpoint
 from detect.utils.device import autocast
@@ -69,20 +72,29 @@ def check_compatible(checkpoint: dict, path: Path, cfg: DetectionConfig, classes
 
 
 def load_detector(path: str | Path, cfg: DetectionConfig | None = None, classes: list[str] | None = None,
-                  device: torch.device | str = "cpu") -> tuple[Detector, DetectionConfig, list[str]]:
-    """The detector in a checkpoint; with cfg/classes given, first check they match it."""
+                  device: torch.device | str = "cpu", svd_rank: int | dict[str, int] | None = None,
+                  ) -> tuple[Detector, DetectionConfig, list[str]]:
+    """The detector in a checkpoint; with cfg/classes given, first check they match it. The head's fc
+    layers are factorised by truncated SVD when `svd_rank` (else the config's test.svd_rank) is set."""
     path = Path(path)
     checkpoint = load_checkpoint(path, map_location="cpu")
     saved_cfg = checkpoint_config(checkpoint, path)
     if cfg is not None:
         check_compatible(checkpoint, path, cfg, classes if classes is not None else checkpoint["classes"])
     cfg = cfg or saved_cfg
+    if svd_rank is not None:
+        cfg = replace(cfg, test=from_dict(InferenceConfig, {**to_dict(cfg.test), "svd_rank": svd_rank}, where="svd_rank"))
     classes = list(checkpoint["classes"])
     model = build_detector(cfg.model, len(classes), cfg.test)
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as err:
         raise UserError(f"{path}: weights do not fit the configured detector: {str(err).splitlines()[0]}") from None
+    if cfg.test.svd_rank is not None:
+        try:
+            apply_truncated_svd(model.regions.head, cfg.test.svd_rank)
+        except ValueError as err:
+            raise UserError(f"{path}: {err}") from None
     return model.to(device).eval(), cfg, classes
 
 

@@ -35,11 +35,13 @@ def example_inputs(test_scale: int) -> tuple[torch.Tensor, torch.Tensor]:
     return image, torch.cat([corners, corners + sizes], dim=1)
 
 
-def export_detector(checkpoint: str | Path, fmt: str, out: str | Path) -> tuple[Path, Path]:
-    """Write the detector in `checkpoint` to `out` (atomically) and its metadata to `out`.json."""
+def export_detector(checkpoint: str | Path, fmt: str, out: str | Path,
+                    svd_rank: int | dict[str, int] | None = None) -> tuple[Path, Path]:
+    """Write the detector in `checkpoint` to `out` (atomically) and its metadata to `out`.json; with
+    `svd_rank` (or the checkpoint config's test.svd_rank) the head's truncated SVD is baked in."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
-    model, cfg, classes = load_detector(checkpoint, device="cpu")
+    model, cfg, classes = load_detector(checkpoint, device="cpu", svd_rank=svd_rank)
     wrapper = ExportableDetector(model).eval()
     inputs = example_inputs(cfg.model.test_scale)
     out = Path(out)
@@ -69,6 +71,7 @@ def metadata(cfg, classes: list[str], fmt: str, checkpoint: str | Path) -> dict:
                     "boxes": "float32 [R,C,4] per foreground class, image pixels"},
         "postprocess": {"score_threshold": cfg.test.score_threshold, "nms_iou": cfg.test.nms_iou,
                         "max_detections": cfg.test.max_detections, "nms": "per class, outside the graph"},
+        "svd_rank": cfg.test.svd_rank,
         "proposals": {"method": cfg.proposals.method, "params": cfg.proposals.params,
                       "max_per_image": cfg.proposals.max_per_image},
     }

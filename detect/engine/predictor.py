@@ -24,19 +24,21 @@ from detect.utils.device import autocast, resolve_device
 
 
 class Predictor:
-    """Predictor(checkpoint, device="auto", batch_size=1, amp=False)(images, proposals=None).
+    """Predictor(checkpoint, device="auto", batch_size=1, amp=False, svd_rank=None)(images, proposals=None).
 
     `proposals` (one [R,4] xyxy array per image, or one array for a single image) replaces the
     checkpoint's proposal method. `batch_size` > 1 runs that many images through the network at once
     (faster on a GPU; padding to a common size can move scores slightly against batch_size=1).
+    `svd_rank` (an int, or {"fc6": r6, "fc7": r7}) factorises the head's fc layers by truncated SVD
+    (Fast R-CNN §3.1; detect/models/truncated_svd.py); default: the checkpoint config's test.svd_rank.
     """
 
     def __init__(self, checkpoint: str | Path, device: str | torch.device = "auto", batch_size: int = 1,
-                 amp: bool = False) -> None:
+                 amp: bool = False, svd_rank: int | dict[str, int] | None = None) -> None:
         if batch_size < 1:
             raise UserError(f"batch_size must be at least 1, got {batch_size}")
         self.device = device if isinstance(device, torch.device) else resolve_device(str(device))
-        self.model, self.cfg, self.classes = load_detector(checkpoint, device=self.device)
+        self.model, self.cfg, self.classes = load_detector(checkpoint, device=self.device, svd_rank=svd_rank)
         self.proposer = build_proposer(self.cfg.proposals.method, **self.cfg.proposals.params)
         self.batch_size, self.amp = batch_size, amp
 

@@ -20,6 +20,8 @@ class InferenceConfig:
     nms_iou: float = 0.3  # per-class NMS IoU threshold
     max_detections: int = 100  # detections kept per image
     refine_iterations: int = 0  # re-score the regressed boxes this many times (iterative refinement)
+    # Fast R-CNN §3.1: the region head's fc layers replaced at load time by their rank-t SVD (fewer multiply-adds per RoI)
+    svd_rank: int | dict[str, int] | None = None  # truncated SVD of the head's fc layers: one rank, or {fc6: 1024, fc7: 256}; None: off
 
     def validate(self) -> None:
         if not 0.0 <= self.score_threshold < 1.0:
@@ -28,6 +30,9 @@ class InferenceConfig:
             raise ValueError(f"nms_iou must be in (0, 1], got {self.nms_iou}")
         if self.max_detections < 1 or self.refine_iterations < 0:
             raise ValueError("max_detections must be >= 1 and refine_iterations >= 0")
+        ranks = self.svd_rank.values() if isinstance(self.svd_rank, dict) else [self.svd_rank or 1]
+        if any(not isinstance(r, int) or isinstance(r, bool) or r < 1 for r in ranks):
+            raise ValueError(f"svd_rank must be a positive integer or a mapping layer -> positive integer, got {self.svd_rank}")
 
 
 def decode_class_boxes(box_coder: BoxCoder, deltas: torch.Tensor, proposals: torch.Tensor,
