@@ -97,3 +97,5 @@ class DetectionConfig:
     def validate(self) -> None:
         if self.model.box_training == "separate" and self.train.box_steps == 0 and self.model.box_regression != "none":
             raise ValueError("model.box_training=separate needs train.box_steps > 0 (the localisation stage)")
+        if self.test.scales and self.model.mode != "fast":
+            raise ValueError("test.scales (multi-scale test) needs model.mode=fast: R-CNN warps every region to one size")

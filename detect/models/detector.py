@@ -2,7 +2,8 @@
 
     normalise (and, in fast mode, rescale) -> region features (warped crops through the whole
     backbone, or one trunk pass + RoI pooling + head) -> classifier (C+1 soft-max) + localisation
-    head -> losses (training) or soft-max, decode, per-class NMS (test).
+    head -> losses (training) or soft-max, decode, per-class NMS (test). At test time, fast mode
+    may score each RoI at one scale of an image pyramid (test.scales; detect/models/image_pyramid.py).
 
 Shapes: N images, R regions, F features, C foreground classes; boxes [R,4] xyxy in pixels.
 """
@@ -21,6 +22,7 @@ from torchvision.ops import clip_boxes_to_image
 import backbones
 from detect.errors import UserError
 from detect.models.box_coder import BoxCoder
+from detect.models.image_pyramid import pyramid_region_features, pyramid_transforms
 from detect.models.localisation_head import LocalisationHead, box_loss
 from detect.models.postprocess import InferenceConfig, decode_class_boxes, detect_objects
 from detect.models.region_features import PooledRegions, WarpedRegions
@@ -102,18 +104,35 @@ class Detector(nn.Module):
         self.stage: Literal["joint", "classify", "localise"] = "joint"
 
     def forward(self, images: list[torch.Tensor], proposals: list[torch.Tensor], targets: list[dict] | None = None):
+        if not self.training:
+            return [detect_objects(scores, boxes, tuple(image.shape[-2:]), self.inference)
+                    for (scores, boxes), image in zip(self.region_predictions(images, proposals), images)]
+        batch, _, proposals, targets = self.prepare(images, proposals, targets)
+        sampled = self.sampler(proposals, targets)
+        class_logits, deltas = self.score_regions(batch, [s.boxes for s in sampled])
+        return self.losses(class_logits, deltas, sampled)
+
+    def region_predictions(self, images: list[torch.Tensor], proposals: list[torch.Tensor]
+                           ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Test time, before the threshold and NMS: per image, soft-max scores [R,C+1] and per-class boxes
+        [R,C,4] in the image's own pixels (what an ensemble averages). One scale, or test.scales' pyramid."""
         original_sizes = [tuple(image.shape[-2:]) for image in images]
-        batch, image_sizes, proposals, targets = self.prepare(images, proposals, targets)
-        if self.training:
-            sampled = self.sampler(proposals, targets)
-            proposals = [s.boxes for s in sampled]
+        if self.inference.scales and self.cfg.mode == "fast":
+            proposals = [p.to(images[0]) for p in proposals]
+            pyramid = pyramid_transforms(self.transform, self.inference.scales, self.inference.max_size)
+            class_logits, deltas = self.score_features(pyramid_region_features(
+                self.regions, pyramid, images, proposals, self.inference.scale_roi_size))
+            for _ in range(self.inference.refine_iterations):
+                proposals = self.refine(class_logits, deltas, proposals, original_sizes)
+                class_logits, deltas = self.score_features(pyramid_region_features(
+                    self.regions, pyramid, images, proposals, self.inference.scale_roi_size))
+            return self.scores_and_boxes(class_logits, deltas, proposals, original_sizes, original_sizes)
+        batch, image_sizes, proposals, _ = self.prepare(images, proposals, None)
         class_logits, deltas = self.score_regions(batch, proposals)
-        if self.training:
-            return self.losses(class_logits, deltas, sampled)
         for _ in range(self.inference.refine_iterations):
             proposals = self.refine(class_logits, deltas, proposals, image_sizes)
             class_logits, deltas = self.score_regions(batch, proposals)
-        return self.postprocess(class_logits, deltas, proposals, image_sizes, original_sizes)
+        return self.scores_and_boxes(class_logits, deltas, proposals, image_sizes, original_sizes)
 
     def prepare(self, images, proposals, targets):
         """Normalise, rescale (fast mode), pad into one batch; move proposals and targets along."""
@@ -136,7 +155,10 @@ class Detector(nn.Module):
 
     def score_regions(self, batch: torch.Tensor, boxes: list[torch.Tensor]):
         """class logits [R, C+1] and box deltas [R, 4 or 4C] for every region of the batch."""
-        features = self.regions(batch, boxes)
+        return self.score_features(self.regions(batch, boxes))
+
+    def score_features(self, features: torch.Tensor):
+        """class logits [R, C+1] and box deltas [R, 4 or 4C] from region features [R, F]."""
         deltas = self.localisation(features) if self.localisation is not None else features.new_zeros((len(features), 4))
         return self.classifier(features), deltas
 
@@ -165,18 +187,19 @@ class Detector(nn.Module):
         refined = boxes.split([len(p) for p in proposals])
         return [clip_boxes_to_image(b, size) for b, size in zip(refined, image_sizes)]
 
-    def postprocess(self, class_logits, deltas, proposals, image_sizes, original_sizes) -> list[dict]:
+    def scores_and_boxes(self, class_logits, deltas, proposals, image_sizes, original_sizes
+                         ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Soft-max, decode, clip (in the network's pixels), back to each image's own pixels."""
         scores = F.softmax(class_logits.float(), dim=-1)
         boxes = decode_class_boxes(self.box_coder, deltas.float(), torch.cat(proposals).float(), self.num_classes)
         if self.localisation is None:
             boxes = torch.cat(proposals).float()[:, None, :].expand(-1, self.num_classes, 4)
         counts = [len(p) for p in proposals]
-        detections = []
+        out = []
         for s, b, size, original in zip(scores.split(counts), boxes.split(counts), image_sizes, original_sizes):
-            found = detect_objects(s, b, size, self.inference)
-            found["boxes"] = resize_boxes(found["boxes"], size, original)
-            detections.append(found)
-        return detections
+            b = resize_boxes(clip_boxes_to_image(b.reshape(-1, 4), size), size, original)
+            out.append((s, b.reshape(-1, self.num_classes, 4)))
+        return out
 
 
 def build_detector(cfg: ModelConfig, num_classes: int, inference: InferenceConfig | None = None,

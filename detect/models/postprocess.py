@@ -6,7 +6,7 @@ keep the best `max_detections`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torchvision.ops import batched_nms, clip_boxes_to_image, remove_small_boxes
@@ -21,6 +21,10 @@ class InferenceConfig:
     max_detections: int = 100  # detections kept per image
     refine_iterations: int = 0  # re-score the regressed boxes this many times (iterative refinement)
     # Fast R-CNN §3.1: the region head's fc layers replaced at load time by their rank-t SVD (fewer multiply-adds per RoI)
+    # multi-scale test (fast mode; SPP / Fast R-CNN): the image pyramid's shorter sides, each RoI scored at one of them
+    scales: list[int] = field(default_factory=list)  # multi-scale test pyramid, e.g. [480, 576, 688, 864, 1200]; empty: model.test_scale alone
+    scale_roi_size: int = 224  # multi-scale: each RoI is scored at the scale where its area is closest to this squared
+    max_size: int = 2000  # multi-scale: the longest side at most, at every scale (Fast R-CNN: 2000)
     svd_rank: int | dict[str, int] | None = None  # truncated SVD of the head's fc layers: one rank, or {fc6: 1024, fc7: 256}; None: off
 
     def validate(self) -> None:
@@ -30,6 +34,9 @@ class InferenceConfig:
             raise ValueError(f"nms_iou must be in (0, 1], got {self.nms_iou}")
         if self.max_detections < 1 or self.refine_iterations < 0:
             raise ValueError("max_detections must be >= 1 and refine_iterations >= 0")
+        if any(scale < 16 for scale in self.scales) or self.scale_roi_size < 1 or self.max_size < max(self.scales, default=0):
+            raise ValueError(f"scales must be >= 16 px and at most max_size ({self.max_size}), scale_roi_size >= 1; "
+                             f"got scales {self.scales}, scale_roi_size {self.scale_roi_size}")
         ranks = self.svd_rank.values() if isinstance(self.svd_rank, dict) else [self.svd_rank or 1]
         if any(not isinstance(r, int) or isinstance(r, bool) or r < 1 for r in ranks):
             raise ValueError(f"svd_rank must be a positive integer or a mapping layer -> positive integer, got {self.svd_rank}")
