@@ -3,8 +3,9 @@
 Runs the detector over data.test (or --data), writes the detections as a COCO results JSON (integer
 image and category ids of the ground truth `detect convert` writes for the same spec, so pycocotools
 loads them) and as VOC devkit files (comp4_det_<split>_<class>.txt), and prints VOC07, VOC12 and COCO
-metrics. Beside metrics.json, the analysis: pr_curves.png (per-class precision-recall, VOC rules) and
-confusion_matrix.json / .png (classes, mislocalisation, background and missed objects; see
+metrics. Several --checkpoint options test their ensemble (detect/models/ensemble.py), test.scales
+a multi-scale pyramid, test.svd_rank the head's truncated SVD. Beside metrics.json, the analysis:
+pr_curves.png (per-class precision-recall, VOC rules) and confusion_matrix.json / .png (classes, mislocalisation, background and missed objects; see
 detect/evaluation/confusion.py).
 """
 from __future__ import annotations
@@ -14,7 +15,9 @@ from pathlib import Path
 
 def add_arguments(parser) -> None:
     parser.add_argument("--config", required=True, help="the YAML config the detector was trained with")
-    parser.add_argument("--checkpoint", help="detector checkpoint from `detect train` (required unless --print-config)")
+    parser.add_argument("--checkpoint", action="append",
+                        help="detector checkpoint from `detect train` (required unless --print-config); repeat it "
+                             "for an ensemble: class posteriors and boxes averaged over the same proposals before NMS")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. test.nms_iou=0.4")
     parser.add_argument("--data", help="dataset spec to test on (default: data.test of the config)")
     parser.add_argument("--out", help="output folder (default: <train.out_dir>/test)")
@@ -33,7 +36,7 @@ def main(args) -> int:
     from detect.data.spec import build_dataset, devkit_split
     from detect.engine.detection_config import DetectionConfig
     from detect.engine.detection_data import ProposalDataset, cached_proposals, predictions_for
-    from detect.engine.detection_inference import evaluate_predictions, load_detector, predict
+    from detect.engine.detection_inference import evaluate_predictions, load_detectors, predict
     from detect.errors import UserError
     from detect.evaluation.confusion import confusion_matrix
     from detect.evaluation.evaluate import format_table
@@ -59,7 +62,7 @@ def main(args) -> int:
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     device = resolve_device(cfg.train.device)
     dataset = build_dataset(spec, cfg.data.classes)
-    model, cfg, classes = load_detector(args.checkpoint, cfg, dataset.classes, device)
+    model, cfg, classes = load_detectors(args.checkpoint, cfg, dataset.classes, device)
     model = prepare_model(model, device, cfg.train.channels_last)
     check_devkit_image_ids(dataset)  # what can be checked is checked before proposals and inference
     out = output_folder(args.out or Path(cfg.train.out_dir) / "test")
@@ -74,7 +77,10 @@ def main(args) -> int:
     results = evaluate_predictions(data.dataset, scored, metrics)
     for result in results.values():
         print(format_table(result) + "\n")
-    text = json.dumps({"checkpoint": str(args.checkpoint), "data": spec, **results}, indent=2)
+    checkpoints = [str(c) for c in args.checkpoint]
+    text = json.dumps({"checkpoint": checkpoints[0] if len(checkpoints) == 1 else checkpoints, "data": spec,
+                       **({"test_scales": cfg.test.scales} if cfg.test.scales else {}),
+                       **({"svd_rank": cfg.test.svd_rank} if cfg.test.svd_rank is not None else {}), **results}, indent=2)
     atomic_write_bytes(out / "metrics.json", lambda fh: fh.write(text.encode()))
     curves = precision_recall_curves(data.dataset, scored)
     aps = results["voc07"]["ap"] if "voc07" in results else {}

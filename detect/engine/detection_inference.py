@@ -20,6 +20,7 @@ from detect.engine.detection_data import ProposalDataset, collate
 from detect.errors import UserError
 from detect.evaluation.evaluate import evaluate
 from detect.models.detector import Detector, build_detector
+from detect.models.ensemble import DetectorEnsemble
 from detect.models.postprocess import InferenceConfig
 from detect.models.truncated_svd import apply_truncated_svd
 from detect.utils import distributed as dist_utils
@@ -96,6 +97,25 @@ def load_detector(path: str | Path, cfg: DetectionConfig | None = None, classes:
         except ValueError as err:
             raise UserError(f"{path}: {err}") from None
     return model.to(device).eval(), cfg, classes
+
+
+def load_detectors(paths: list[str | Path], cfg: DetectionConfig, classes: list[str],
+                   device: torch.device | str = "cpu") -> tuple[torch.nn.Module, DetectionConfig, list[str]]:
+    """One checkpoint: its detector (as load_detector). Several: their DetectorEnsemble, the first checked
+    against cfg, the others built from their own saved configs; the classes must agree, and cfg's test
+    section (scales, thresholds, NMS, SVD rank) applies to all."""
+    model, cfg, classes = load_detector(paths[0], cfg, classes, device)
+    if len(paths) == 1:
+        return model, cfg, classes
+    members = [model]
+    for path in paths[1:]:
+        member, _, member_classes = load_detector(path, None, None, device, svd_rank=cfg.test.svd_rank)
+        if member_classes != classes:
+            raise UserError(f"{path}: classes {member_classes} differ from {paths[0]}'s {classes}: "
+                            f"an ensemble averages the same classes")
+        member.inference = cfg.test
+        members.append(member)
+    return DetectorEnsemble(members, cfg.test).to(device).eval(), cfg, classes
 
 
 def as_numpy(predictions: list[dict]) -> list[dict]:
