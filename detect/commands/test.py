@@ -5,8 +5,9 @@ image and category ids of the ground truth `detect convert` writes for the same 
 loads them) and as VOC devkit files (comp4_det_<split>_<class>.txt), and prints VOC07, VOC12 and COCO
 metrics. Several --checkpoint options test their ensemble (detect/models/ensemble.py), test.scales
 a multi-scale pyramid, test.svd_rank the head's truncated SVD. Beside metrics.json, the analysis:
-pr_curves.png (per-class precision-recall, VOC rules) and confusion_matrix.json / .png (classes, mislocalisation, background and missed objects; see
-detect/evaluation/confusion.py).
+pr_curves.png (per-class precision-recall, VOC rules), confusion_matrix.json / .png (classes,
+mislocalisation, background and missed objects; see detect/evaluation/confusion.py) and
+worst_images/ (the images with the most errors, drawn with detections and ground truth).
 """
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", help="auto | cpu | cuda[:i] (overrides train.device)")
     parser.add_argument("--confusion-threshold", type=float, default=0.5,
                         help="detections scoring at least this enter the confusion matrix (default 0.5)")
+    parser.add_argument("--worst-images", type=int, default=8, metavar="N",
+                        help="draw the N images with the most errors (at --confusion-threshold) into OUT/worst_images/ "
+                             "with detections and ground truth (default 8; 0: none)")
     parser.add_argument("--print-config", action="store_true",
                         help="print the effective config (after base: and overrides), each key with its meaning, and exit")
 
@@ -38,12 +42,13 @@ def main(args) -> int:
     from detect.engine.detection_data import ProposalDataset, cached_proposals, predictions_for
     from detect.engine.detection_inference import evaluate_predictions, load_detectors, predict
     from detect.errors import UserError
-    from detect.evaluation.confusion import confusion_matrix
+    from detect.evaluation.confusion import confusion_matrix, image_errors
     from detect.evaluation.evaluate import format_table
     from detect.evaluation.precision_recall import precision_recall_curves
     from detect.evaluation.results import check_devkit_image_ids, write_coco_results, write_voc_results
     from detect.report.confusion_plot import plot_confusion_matrix
     from detect.report.detections import plot_precision_recall
+    from detect.report.worst_images import write_worst_images
     from detect.utils.device import prepare_model, resolve_device
     from detect.utils.files import atomic_write_bytes, output_folder
 
@@ -56,6 +61,8 @@ def main(args) -> int:
         raise UserError("--checkpoint is required: the detector checkpoint from `detect train`")
     if not 0.0 <= args.confusion_threshold <= 1.0:
         raise UserError(f"--confusion-threshold must be in [0, 1], got {args.confusion_threshold}")
+    if args.worst_images < 0:
+        raise UserError(f"--worst-images must be >= 0, got {args.worst_images}")
     spec = args.data or cfg.data.test
     if not spec:
         raise UserError(f"{args.config}: no test data: set data.test or pass --data SPEC")
@@ -89,6 +96,11 @@ def main(args) -> int:
     text = json.dumps(confusion, indent=1)
     atomic_write_bytes(out / "confusion_matrix.json", lambda fh: fh.write(text.encode()))
     plot_confusion_matrix(confusion, out / "confusion_matrix.png", spec)
+    if args.worst_images:
+        errors = image_errors(data.dataset, scored, args.confusion_threshold)
+        drawn = write_worst_images(data.dataset, scored, errors, out / "worst_images", args.worst_images,
+                                   args.confusion_threshold)
+        print(f"worst images: {len(drawn)} drawn in {out / 'worst_images'} (white: ground truth; errors in worst_images.json)")
     print(f"detections: {results_json} (COCO results) and {len(voc_files)} VOC devkit files in {out / 'voc'}")
     print(f"analysis: {out / 'pr_curves.png'}, {out / 'confusion_matrix.png'} and {out / 'confusion_matrix.json'}")
     print(f"metrics: {out / 'metrics.json'}")

@@ -73,3 +73,23 @@ def image_matrix(matrix: np.ndarray, record, boxes: np.ndarray, labels: np.ndarr
             matrix[background_row, label - 1] += 1
     for g in np.where(~taken & ~ignored)[0]:  # 5. objects nobody found
         matrix[gt_labels[g] - 1, -1] += 1
+
+
+def image_errors(dataset, predictions: list[dict], score_threshold: float = 0.5, iou: float = 0.5,
+                 low_iou: float = 0.1) -> list[dict]:
+    """Per image, the confusion matrix's errors among the detections scoring >= score_threshold:
+    {"confused", "mislocalised", "background", "missed", "errors" (their sum)}; what `detect test`
+    ranks its gallery of worst images by."""
+    predictions = as_numpy_predictions(dataset, predictions)
+    num_classes = dataset.num_classes
+    out = []
+    for record, found in zip(dataset.records, predictions):
+        matrix = np.zeros((num_classes + 2, num_classes + 1), np.int64)
+        keep = found["scores"] >= score_threshold
+        order = np.argsort(-found["scores"][keep], kind="stable")
+        image_matrix(matrix, record, found["boxes"][keep][order], found["labels"][keep][order], iou, low_iou)
+        classes = matrix[:num_classes, :num_classes]
+        counts = {"confused": int(classes.sum() - np.trace(classes)), "mislocalised": int(matrix[-2].sum()),
+                  "background": int(matrix[-1].sum()), "missed": int(matrix[:num_classes, -1].sum())}
+        out.append({**counts, "errors": sum(counts.values())})
+    return out
