@@ -39,7 +39,7 @@ def write_worst_images(dataset, predictions: list[dict], errors: list[dict], out
 
 
 def draw_truth(image: np.ndarray, record) -> np.ndarray:
-    """The ground-truth boxes in white (difficult ones dashed by a thinner line), unlabelled."""
+    """The ground-truth boxes in white, unlabelled (detections are drawn over them in colour)."""
     boxes = torch.as_tensor(np.asarray(record.boxes), dtype=torch.float32).reshape(-1, 4)
     if not len(boxes):
         return image
