@@ -366,6 +366,9 @@ def main(argv=None) -> int:
                 report.run("backbone", ours, lambda: backbone_check(ours, theirs, device, args.batch, size,
                                                                    1 if args.dry_run else 10, *settings))
         spec = data_spec(args, work, args.images)
+        if "torchrun" not in skip and configs:  # before the long per-config loop, so the budget never skips it
+            path = next((p for p in configs if p.stem == "bccd_resnet101_fast"), configs[0])
+            report.run("torchrun", path.stem, lambda: torchrun_check(path, args, work, device))
         trained = []
         for path in configs:
             if "train" in skip:
@@ -380,9 +383,6 @@ def main(argv=None) -> int:
             shutil.rmtree(work / "runs" / path.stem, ignore_errors=True)  # a VGG-16 run's last.pth is ~1 GB
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-        if "torchrun" not in skip and configs:
-            path = next((p for p in configs if p.stem == "bccd_resnet101_fast"), configs[0])
-            report.run("torchrun", path.stem, lambda: torchrun_check(path, args, work, device))
     elapsed = time.perf_counter() - report.start
     print(f"gpu_check: {report.passed} passed, {report.failed} failed, {report.skipped} skipped in {elapsed:.0f} s",
           flush=True)
