@@ -6,6 +6,7 @@ process, so the same training code runs unchanged with or without torchrun.
 from __future__ import annotations
 
 import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -29,7 +30,13 @@ def init_distributed(device: torch.device) -> bool:
 
 
 def shutdown_distributed() -> None:
+    """Leave the process group. On a normal exit every rank first meets at a barrier, so none tears down
+    its gloo connections while a peer is still talking on them (under load that aborted a rank at exit:
+    "terminate called without an active exception"). After an error the barrier is skipped: a rank that
+    failed must not wait for peers that may never arrive."""
     if dist.is_available() and dist.is_initialized():
+        if sys.exc_info()[0] is None:
+            dist.barrier()
         dist.destroy_process_group()
 
 
