@@ -23,8 +23,8 @@ from detect.config import load_config
 from detect.data.spec import build_dataset
 from detect.engine.detection_config import DetectionConfig
 from detect.engine.detection_data import ProposalDataset, cached_proposals
-from detect.engine.detection_inference import evaluate_predictions, load_detector
-from detect.engine.side_by_side import run_side_by_side
+from detect.engine.detection_inference import load_detector
+from detect.engine.side_by_side import run_side_by_side, score_variants
 from detect.models.detector import ModelConfig, build_detector
 from detect.models.postprocess import InferenceConfig
 from detect.models.region_features import boxes_to_rois
@@ -52,9 +52,7 @@ def bench_trained(args) -> None:
     base = None
     print(f"{'variant':<28} {'s/image':>8} {'time':>7} {'VOC07 mAP':>10} {'change':>8}   ({len(data)} images of "
           f"{cfg.data.test}, {torch.get_num_threads()} thread(s))")
-    for name, result in results.items():
-        mean_ap = evaluate_predictions(data.dataset, result["predictions"], ["voc07"])["voc07"]["mAP"]
-        per_image = result["seconds"] / len(data)
+    for name, (mean_ap, per_image) in score_variants(results, data).items():
         base = base or (per_image, mean_ap)
         print(f"{name:<28} {per_image:8.3f} {per_image / base[0]:6.0%} {mean_ap:10.4f} {mean_ap - base[1]:+8.4f}",
               flush=True)

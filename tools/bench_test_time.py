@@ -21,8 +21,8 @@ from detect.config import load_config
 from detect.data.spec import build_dataset
 from detect.engine.detection_config import DetectionConfig
 from detect.engine.detection_data import ProposalDataset, cached_proposals
-from detect.engine.detection_inference import evaluate_predictions, load_detectors
-from detect.engine.side_by_side import run_side_by_side
+from detect.engine.detection_inference import load_detectors
+from detect.engine.side_by_side import run_side_by_side, score_variants
 
 
 def main() -> None:
@@ -66,9 +66,7 @@ def main() -> None:
           + ", ".join(args.checkpoint))
     print(f"{'variant':<44} {'VOC07 mAP':>10} {'change':>8} {'s/image':>8} {'time':>6}")
     base = None
-    for name, result in results.items():
-        mean_ap = evaluate_predictions(data.dataset, result["predictions"], ["voc07"])["voc07"]["mAP"]
-        per_image = result["seconds"] / len(data)
+    for name, (mean_ap, per_image) in score_variants(results, data).items():
         base = base or (mean_ap, per_image)
         print(f"{name:<44} {mean_ap:10.4f} {mean_ap - base[0]:+8.4f} {per_image:8.3f} {per_image / base[1]:6.0%}",
               flush=True)

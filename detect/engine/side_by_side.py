@@ -13,6 +13,7 @@ import time
 import torch
 
 from detect.engine.detection_data import ProposalDataset
+from detect.engine.detection_inference import evaluate_predictions
 from detect.utils.progress import progress_bar
 
 
@@ -36,3 +37,9 @@ def run_side_by_side(models: dict[str, torch.nn.Module], data: ProposalDataset, 
             out[name]["predictions"].append({k: v.float().cpu().numpy() if k != "labels" else v.cpu().numpy()
                                              for k, v in found.items()})
     return out
+
+
+def score_variants(results: dict[str, dict], data: ProposalDataset) -> dict[str, tuple[float, float]]:
+    """name -> (VOC07 mAP, seconds per image) for run_side_by_side's results: the benchmarks' one table."""
+    return {name: (evaluate_predictions(data.dataset, r["predictions"], ["voc07"])["voc07"]["mAP"],
+                   r["seconds"] / len(data)) for name, r in results.items()}
