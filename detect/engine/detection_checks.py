@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 import backbones
+from detect.engine.detection_config import schedule_line
 from detect.errors import UserError
 from detect.utils.files import output_folder
 
@@ -51,6 +52,7 @@ def training_header(cfg, train_set, device, weights: str | None = None) -> str:
              f"classes  {len(train_set.classes)}: {', '.join(train_set.classes)}",
              f"model    {cfg.model.backbone} (width {cfg.model.width}), {cfg.model.mode} mode, "
              f"weights {weights or 'none (from scratch)'}",
+             schedule_line(cfg),
              f"device   {device}",
              f"output   {cfg.train.out_dir}"]
     return "\n".join(lines)

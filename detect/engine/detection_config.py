@@ -46,7 +46,7 @@ class ProposalConfig:
 @dataclass
 class TrainConfig:
     steps: int = 40000  # SGD steps (classifier + joint localisation)
-    box_steps: int = 0  # model.box_training=separate: steps afterwards training only the localisation head
+    box_steps: int | None = None  # model.box_training=separate: steps afterwards training only the localisation head (None: a quarter of train.steps, rounded up, as R-CNN; 0 under joint training)
     images_per_batch: int = 2  # per process (Fast R-CNN: 2 images x 64 RoIs; R-CNN: 128 regions over them)
     lr: float = 1e-3  # base learning rate (SGD)
     momentum: float = 0.9  # SGD momentum
@@ -70,7 +70,7 @@ class TrainConfig:
     progress: bool = True  # progress bars
 
     def validate(self) -> None:
-        if self.steps < 0 or self.box_steps < 0 or self.images_per_batch < 1:
+        if self.steps < 0 or (self.box_steps is not None and self.box_steps < 0) or self.images_per_batch < 1:
             raise ValueError("steps and box_steps must be >= 0 and images_per_batch >= 1")
         positive = {"lr": self.lr, "lr_gamma": self.lr_gamma,
                     **({"grad_clip": self.grad_clip} if self.grad_clip is not None else {})}
@@ -95,7 +95,27 @@ class DetectionConfig:
     test: InferenceConfig = field(default_factory=InferenceConfig)  # detection post-processing (scores, NMS)
 
     def validate(self) -> None:
+        if self.train.box_steps is None:  # follows train.steps: `train.steps=N` bounds the whole run
+            self.train.box_steps = box_stage_steps(self.train.steps, self.model)
         if self.model.box_training == "separate" and self.train.box_steps == 0 and self.model.box_regression != "none":
             raise ValueError("model.box_training=separate needs train.box_steps > 0 (the localisation stage)")
         if self.test.scales and self.model.mode != "fast":
             raise ValueError("test.scales (multi-scale test) needs model.mode=fast: R-CNN warps every region to one size")
+
+
+def box_stage_steps(steps: int, model: ModelConfig) -> int:
+    """The default length of the separate localisation stage: a quarter of the classifier's steps,
+    rounded up (R-CNN's schedules: 10,000 after 40,000), so that overriding train.steps alone bounds
+    the whole run; 0 when the box head trains jointly (or there is none)."""
+    if model.box_training != "separate" or model.box_regression == "none":
+        return 0
+    return max(1, -(-steps // 4))
+
+
+def schedule_line(cfg: DetectionConfig) -> str:
+    """One line saying how many steps of what will run (printed before training starts)."""
+    t, m = cfg.train, cfg.model
+    if m.box_training != "separate" or not t.box_steps:
+        return f"steps    {t.steps} ({m.mode} mode; classifier and box regression trained jointly)"
+    return (f"steps    {m.mode}: {t.steps} classifier steps, then {t.box_steps} box-regression steps "
+            f"(train.box_steps; by default a quarter of train.steps): {t.steps + t.box_steps} in all")
