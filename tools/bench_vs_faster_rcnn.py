@@ -12,6 +12,8 @@ TwoMLPHead, smooth-L1 box loss, 512 RoIs per image, NMS 0.5), its anchors sized 
         data.train=[voc-dirs:...] data.test=voc-dirs:...
 
 Prints both per-class tables and the two mAPs side by side, with the training and test seconds.
+`--peer-color-jitter 0.4,0.0` trains the peer once per value (default: the config's `data.color_jitter`,
+the same augmentation as ours); 0.0 is the peer with flips only, as torchvision's reference recipe.
 """
 from __future__ import annotations
 
@@ -70,7 +72,7 @@ class FlippedImages(torch.utils.data.Dataset):
         return image, {"boxes": target["boxes"], "labels": target["labels"]}, None
 
 
-def train_peer(cfg: DetectionConfig, weights: str | None) -> tuple[FasterRCNN, list[str]]:
+def train_peer(cfg: DetectionConfig, weights: str | None, color_jitter: float) -> tuple[FasterRCNN, list[str]]:
     t = cfg.train
     torch.manual_seed(t.seed)
     train_set = join_datasets(cfg.data.train, cfg.data.classes)
@@ -79,7 +81,7 @@ def train_peer(cfg: DetectionConfig, weights: str | None) -> tuple[FasterRCNN, l
     optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, t.lr_steps, t.lr_gamma, t.warmup_steps))
-    data = FlippedImages(train_set, cfg.data.flip, cfg.data.color_jitter)
+    data = FlippedImages(train_set, cfg.data.flip, color_jitter)
     sampler = SeededSampler(data, seed=t.seed)
     step, epoch = 0, 0
     while step < t.steps:
@@ -123,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="folder for our run and the results JSON")
     parser.add_argument("--weights", help="the same pretrained backbone for both (default: from scratch)")
     parser.add_argument("--skip", choices=["ours", "peer"], help="run one side only")
+    parser.add_argument("--peer-color-jitter", type=lambda text: [float(v) for v in text.split(",")],
+                        metavar="V[,V...]", help="train the peer once per value (default: data.color_jitter, as ours)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -144,22 +148,27 @@ def main(argv: list[str] | None = None) -> int:
                                       ["voc07"])["voc07"]
         rows["ours"] = (result, train_seconds, time.perf_counter() - tic)
     if args.skip != "peer":
-        tic = time.perf_counter()
-        peer, classes = train_peer(cfg, args.weights)
-        train_seconds = time.perf_counter() - tic
-        if classes != test_set.classes:
-            raise SystemExit(f"class lists differ: train {classes}, test {test_set.classes}")
-        tic = time.perf_counter()
-        result = evaluate_predictions(test_set, predict_peer(peer, test_set, cfg.model.test_scale), ["voc07"])["voc07"]
-        rows["torchvision FasterRCNN"] = (result, train_seconds, time.perf_counter() - tic)
+        jitters = args.peer_color_jitter or [cfg.data.color_jitter]
+        for jitter in jitters:
+            tic = time.perf_counter()
+            peer, classes = train_peer(cfg, args.weights, jitter)
+            train_seconds = time.perf_counter() - tic
+            if classes != test_set.classes:
+                raise SystemExit(f"class lists differ: train {classes}, test {test_set.classes}")
+            tic = time.perf_counter()
+            result = evaluate_predictions(test_set, predict_peer(peer, test_set, cfg.model.test_scale),
+                                          ["voc07"])["voc07"]
+            name = "torchvision FasterRCNN" + (f" cj {jitter:g}" if len(jitters) > 1 else "")
+            rows[name] = (result, train_seconds, time.perf_counter() - tic)
 
     print(f"\n{cfg.data.test}: {cfg.model.backbone} width {cfg.model.width}, {cfg.train.steps} steps x "
-          f"{cfg.train.images_per_batch} images at {cfg.model.train_scales} px, weights {args.weights or 'none'}")
+          f"{cfg.train.images_per_batch} images at {cfg.model.train_scales} px, weights {args.weights or 'none'}, "
+          f"colour jitter ours {cfg.data.color_jitter:g}")
     for name, (result, train_s, test_s) in rows.items():
         print(f"\n== {name} ==\n{format_table(result)}")
-    print(f"\n{'detector':<24} {'VOC07 mAP':>9} {'train s':>8} {'test s':>7}")
+    print(f"\n{'detector':<30} {'VOC07 mAP':>9} {'train s':>8} {'test s':>7}")
     for name, (result, train_s, test_s) in rows.items():
-        print(f"{name:<24} {result['mAP']:>9.4f} {train_s:>8.0f} {test_s:>7.0f}")
+        print(f"{name:<30} {result['mAP']:>9.4f} {train_s:>8.0f} {test_s:>7.0f}")
     out.mkdir(parents=True, exist_ok=True)
     summary = {name: {"voc07_mAP": r["mAP"], "ap": r["ap"], "train_seconds": a, "test_seconds": b}
                for name, (r, a, b) in rows.items()}
