@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 from scipy import ndimage
-from skimage.segmentation import felzenszwalb
 
 from detect.errors import UserError
+from detect.proposals.graph_segmentation import EdgeGraph
 from detect.proposals.boxes import (
     as_rgb_image, dedupe_boxes_keep_first, downscale_to_max_side, filter_small_boxes, map_back, rank_scores,
 )
@@ -185,17 +185,15 @@ def adjacent_pairs(labels: np.ndarray) -> np.ndarray:
     return np.stack([keys // num, keys % num], axis=1)
 
 
-def segment(space_image: ColourSpaceImage, k: float, sigma: float) -> np.ndarray:
-    """Felzenszwalb-Huttenlocher with min segment size = k, as the paper; labels 0..R-1 int64."""
-    image = space_image.image
-    if image.shape[2] == 1:
-        labels = felzenszwalb(image[:, :, 0], scale=k, sigma=sigma, min_size=int(k), channel_axis=None)
-    else:
-        labels = felzenszwalb(image, scale=k, sigma=sigma, min_size=int(k), channel_axis=-1)
-    labels = labels.astype(np.int64, copy=False)
-    if not np.bincount(labels.ravel()).all():  # skimage numbers segments 0..R-1; make sure of it
-        labels = np.unique(labels, return_inverse=True)[1].reshape(labels.shape)
-    return labels
+def segment(space_image: ColourSpaceImage, k: float, sigma: float, graph: EdgeGraph | None = None) -> np.ndarray:
+    """Felzenszwalb-Huttenlocher with min segment size = k, as the paper; labels 0..R-1 int64.
+
+    skimage's felzenszwalb(image, scale=k, sigma, min_size=int(k)), label for label; pass the colour
+    space's `EdgeGraph` (smoothing, edge costs, sort order) to share it across k values.
+    """
+    if graph is None:
+        graph = EdgeGraph.from_image(space_image.image, sigma)
+    return graph.segment(k, int(k))
 
 
 def group(regions: InitialRegions, terms: str, image_area: float) -> np.ndarray:
@@ -329,15 +327,17 @@ class SelectiveSearch:
     def hierarchies(self, image: np.ndarray, k_factor: float = 1.0) -> list[np.ndarray]:
         """One box array per strategy, each in creation order (inclusive pixel coordinates).
 
-        The colour conversion and features are computed once per colour space, each segmentation
-        once per (colour space, k) and grouped once per similarity set.
+        The colour conversion, features and sorted edge graph are computed once per colour space,
+        each segmentation once per (colour space, k) and grouped once per similarity set.
         """
         area = float(image.shape[0] * image.shape[1])
         out = []
         for space in self.color_spaces:
             space_image = ColourSpaceImage.from_rgb(image, space)
+            graph = EdgeGraph.from_image(space_image.image, self.sigma)  # shared by every k
             for k in self.ks:
-                regions = InitialRegions.from_labels(segment(space_image, k * k_factor, self.sigma), space_image)
+                labels = segment(space_image, k * k_factor, self.sigma, graph)
+                regions = InitialRegions.from_labels(labels, space_image)
                 out.extend(group(regions, terms, area) for terms in self.similarities)
         return out
 
