@@ -65,3 +65,9 @@ def test_selective_search_segment_shares_a_graph_with_the_same_result():
     for k in (50, 100):
         assert np.array_equal(segment(space, k, 0.8, graph), segment(space, k, 0.8))
         assert np.array_equal(segment(space, k, 0.8), skimage_labels(space.image, k))
+
+
+def test_uint8_input_is_scaled_as_skimage_scales_it():
+    image = (np.random.default_rng(4).random((30, 41, 3)) * 255).astype(np.uint8)
+    for k in (10, 50):
+        assert np.array_equal(EdgeGraph.from_image(image).segment(k, k), skimage_labels(image, k))

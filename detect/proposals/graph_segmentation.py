@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 from scipy import ndimage
+from skimage.util import img_as_float64
 
 
 @njit(cache=True, nogil=True)
@@ -121,20 +122,22 @@ class EdgeGraph:
 
     @classmethod
     def from_image(cls, image: np.ndarray, sigma: float = 0.8) -> "EdgeGraph":
-        """image [H,W] or [H,W,C], float, as skimage's felzenszwalb takes it (channels last)."""
-        image = np.atleast_3d(np.asarray(image)).astype(np.float64)
+        """image [H,W] or [H,W,C] (channels last), any dtype skimage's felzenszwalb takes (ints scaled to [0,1])."""
+        image = img_as_float64(np.atleast_3d(np.asarray(image)))
         image = ndimage.gaussian_filter(image, [sigma, sigma, 0], mode="reflect", truncate=4.0)
         height, width = image.shape[:2]
-        # skimage's expressions, term for term, so that every cost is the same float64
-        down = np.sqrt(np.sum((image[1:, :, :] - image[:height - 1, :, :])
-                              * (image[1:, :, :] - image[:height - 1, :, :]), axis=-1))
-        right = np.sqrt(np.sum((image[:, 1:, :] - image[:, :width - 1, :])
-                               * (image[:, 1:, :] - image[:, :width - 1, :]), axis=-1))
-        dright = np.sqrt(np.sum((image[1:, 1:, :] - image[:height - 1, :width - 1, :])
-                                * (image[1:, 1:, :] - image[:height - 1, :width - 1, :]), axis=-1))
-        uright = np.sqrt(np.sum((image[1:, :width - 1, :] - image[:height - 1, 1:, :])
-                                * (image[1:, :width - 1, :] - image[:height - 1, 1:, :]), axis=-1))
-        costs = np.hstack([right.ravel(), down.ravel(), dright.ravel(), uright.ravel()]).astype(float)
+        # skimage's expressions (each difference computed once here), so that every cost is the same float64
+
+        def cost(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            difference = a - b
+            return np.sqrt(np.sum(difference * difference, axis=-1)).ravel()
+
+        costs = np.concatenate([
+            cost(image[:, 1:, :], image[:, :width - 1, :]),  # right
+            cost(image[1:, :, :], image[:height - 1, :, :]),  # down
+            cost(image[1:, 1:, :], image[:height - 1, :width - 1, :]),  # down-right
+            cost(image[1:, :width - 1, :], image[:height - 1, 1:, :]),  # up-right
+        ])
         order = np.argsort(costs)
         return cls(order, costs[order], height, width)
 
