@@ -12,10 +12,11 @@ pairs, adjacency comes from label shifts, and the grouping keeps a heap with laz
 computing a new region's similarity to all its neighbours in one numpy expression. Both similarity
 sets of a (colour space, k) share one segmentation, and the k values of a colour space share its
 smoothed image, edge costs and their sort order (the part of Felzenszwalb's algorithm that does
-not depend on k); only the union-find passes run per k. Profiled on 4 640x480 BCCD images (a loaded
-2-core machine), `fast` mode per image: edge graphs 0.41 s CPU (two; mostly np.argsort of 1.2M
-costs), union-find passes 0.28 s (four), colour/texture features and initial regions 0.13 s,
-grouping 0.16 s (eight). `scale_k` with a small `max_side` still trades resolution for speed.
+not depend on k); only the union-find passes run per k. Per stage, CPU s per 640x480 BCCD test image
+in `fast` mode (3 images, 2026-12-03, a 2-core machine at load average ~10): edge graphs 0.43 (two;
+mostly np.argsort of 1.2M costs), union-find passes 0.37 (four), colour conversion and colour/texture
+bins 0.11, initial regions 0.06, grouping 0.19 (eight); skimage's felzenszwalb took 3.12 for the same
+four segmentations. `scale_k` with a small `max_side` still trades resolution for speed.
 """
 from __future__ import annotations
 
