@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
-from tqdm import tqdm
 
 from detect.errors import UserError
 from detect.utils import distributed as dist_utils
 from detect.utils.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from detect.utils.interrupt import GracefulStop, Interrupted
 from detect.utils.metric_logger import MetricLogger
+from detect.utils.progress import progress_bar
 
 LAST_CHECKPOINT = "last.pth"
 BEST_CHECKPOINT = "best.pth"
@@ -420,7 +420,8 @@ class MetricsWriter(HookBase):
 
 
 class ProgressBar(HookBase):
-    """A tqdm bar over the run's steps on rank 0, with the step's losses beside it."""
+    """A tqdm bar over the run's steps on rank 0, with the step's losses beside it (plain lines, no
+    carriage returns or cursor moves, when stderr is not a terminal: detect.utils.progress)."""
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
@@ -428,8 +429,8 @@ class ProgressBar(HookBase):
 
     def before_train(self) -> None:
         t = self.trainer
-        self.bar = tqdm(total=t.max_steps, initial=t.step, desc="train", dynamic_ncols=True,
-                        disable=not (self.enabled and dist_utils.is_main_process()))
+        self.bar = progress_bar(total=t.max_steps, initial=t.step, desc="train", dynamic_ncols=True,
+                                disable=not (self.enabled and dist_utils.is_main_process()))
 
     def after_step(self) -> None:
         self.bar.update(1)
