@@ -105,7 +105,10 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench_loader-") as tmp:
         tmp = Path(tmp)
-        spec = args.data or bccd_spec(Path(args.bccd), args.images, tmp)
+        # the ids file beside a given cache: the cache is keyed by the dataset spec, so a second run reuses it
+        ids_folder = Path(args.cache) if args.cache else tmp
+        ids_folder.mkdir(parents=True, exist_ok=True)
+        spec = args.data or bccd_spec(Path(args.bccd), args.images, ids_folder)
         cfg = load_config(DetectionConfig, args.config, [
             f"data.train=[{spec}]", "data.val=null", f"data.workers={args.workers}", "train.fit_check_images=0",
             "train.progress=false", f"train.out_dir={tmp / 'run'}", f"proposals.cache_dir={args.cache or tmp / 'proposals'}",
