@@ -195,3 +195,12 @@ def test_epoch_batches_move_past_a_finished_epoch_and_refuse_too_little_data(tmp
     empty.batches = EpochBatches(lambda epoch, start: [], BATCH, "too few samples for one batch")
     with pytest.raises(UserError, match="too few samples"):
         empty.train()
+
+
+def test_the_progress_bar_writes_plain_lines_when_stderr_is_not_a_terminal(tmp_path, capsys):
+    from detect.engine.train_loop import ProgressBar
+    Toy(tmp_path, 6, [ProgressBar(True)]).train()
+    err = capsys.readouterr().err
+    assert "\r" not in err and "\x1b[" not in err, repr(err)
+    lines = err.splitlines()
+    assert lines and lines[-1].startswith("train: 100%") and "6/6" in lines[-1], lines

@@ -4,8 +4,8 @@
 from its real loader (JPEGs decoded, proposals read from the cache's .npz files, flips and colour
 jitter in DataLoader workers) and on the very same batches collected beforehand (`memory`). The two
 alternate round by round (the machine may be shared: interleaving spreads any outside load over
-both); the first batch of each round is fetched before the clock starts (worker start-up happens
-once per epoch in training, not once per few steps). The ratio of the median rates, real / memory,
+both); the first batch of each round is fetched before the clock starts (the trainer's loader starts
+its workers once per run, not once per few steps; a round runs on across epoch ends as training does). The ratio of the median rates, real / memory,
 should be >= 0.9 (the loader keeps up).
 
   python tools/bench_proposal_loader.py                                  # configs/bccd_thin_cpu.yaml, 16 BCCD images
@@ -14,6 +14,7 @@ should be >= 0.9 (the loader keeps up).
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import tempfile
 import time
@@ -25,7 +26,6 @@ import torch
 from detect.config import load_config
 from detect.engine.detection_config import DetectionConfig
 from detect.engine.detection_trainer import DetectionTrainer
-from detect.engine.train_loop import EpochBatches
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -58,7 +58,7 @@ class Recording:
     """The real batches, passed through untouched and kept, to check afterwards (untimed) that both
     modes trained on the same data."""
 
-    def __init__(self, batches: EpochBatches) -> None:
+    def __init__(self, batches) -> None:
         self.inner, self.seen = batches, []
 
     def next(self, trainer):
@@ -105,7 +105,10 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench_loader-") as tmp:
         tmp = Path(tmp)
-        spec = args.data or bccd_spec(Path(args.bccd), args.images, tmp)
+        # the ids file beside a given cache: the cache is keyed by the dataset spec, so a second run reuses it
+        ids_folder = Path(args.cache) if args.cache else tmp
+        ids_folder.mkdir(parents=True, exist_ok=True)
+        spec = args.data or bccd_spec(Path(args.bccd), args.images, ids_folder)
         cfg = load_config(DetectionConfig, args.config, [
             f"data.train=[{spec}]", "data.val=null", f"data.workers={args.workers}", "train.fit_check_images=0",
             "train.progress=false", f"train.out_dir={tmp / 'run'}", f"proposals.cache_dir={args.cache or tmp / 'proposals'}",
@@ -116,10 +119,13 @@ def main(argv=None) -> dict:
               f"workers, proposals from {trainer.train_data.cache_dir}, device {trainer.device}, "
               f"torch threads {torch.get_num_threads()}", flush=True)
 
-        def real_batches(epoch: int) -> EpochBatches:
+        own = trainer.batches  # the trainer's own kind of batches (StreamBatches: one loader per run)
+
+        def real_batches(epoch: int):
             """The trainer's own batches from `epoch` on, its first one already fetched (workers started).
             With fewer batches in an epoch than --steps + 1 they go on into the next epochs, as in training."""
-            batches = EpochBatches(trainer.loader, cfg.train.images_per_batch)
+            batches = copy.copy(own)
+            batches.reset()
             trainer.epoch, trainer.epoch_position = epoch, 0
             batches.next(trainer)
             return batches

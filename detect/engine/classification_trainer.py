@@ -29,11 +29,11 @@ from detect.config import to_dict
 from detect.data.classification import (CorruptImageCounter, ImageFolderDataset, collate_skipping_corrupt,
     write_synthetic_image_folder)
 from detect.data.classification_transforms import build_eval_transform, build_train_transform
-from detect.data.samplers import SeededSampler, init_loader_worker
+from detect.data.samplers import BatchStream, SeededSampler, batches_in_epoch, init_loader_worker, seeded_order
 from detect.engine.classification_config import PretrainConfig
-from detect.engine.train_loop import (BEST_CHECKPOINT, LAST_CHECKPOINT, BestCheckpointer, EpochBatches, EvalHook,
+from detect.engine.train_loop import (BEST_CHECKPOINT, LAST_CHECKPOINT, BestCheckpointer, EvalHook,
                                      LRScheduler, MetricsWriter, NaNCheck, PeriodicCheckpointer, ProgressBar,
-                                     StepLimit, StopAgreement, TrainerBase, optimizer_update)
+                                     StepLimit, StopAgreement, StreamBatches, TrainerBase, optimizer_update)
 from detect.errors import UserError
 from detect.utils import distributed as dist_utils
 from detect.utils.checkpoint import load_checkpoint
@@ -133,9 +133,9 @@ class ClassificationTrainer(TrainerBase):
                     if run.polyak_decay else None)
         torch.manual_seed(run.seed + 1000 * self.rank)  # independent dropout masks per process
         self.history: list[dict] = []  # per-epoch validation results
-        self._train_loader: DataLoader | None = None
         self._val_loader: DataLoader | None = None
-        self.batches = EpochBatches(self.train_loader, o.batch_size)
+        self.batches = StreamBatches(self.train_loader, lambda start: batches_in_epoch(
+            self.sampler.num_samples, start, o.batch_size, drop_last=False), o.batch_size)
         self.writer = MetricsWriter(self.optimizer, run.log_every, run.tensorboard,
                                     extra=lambda: {"corrupt_images": len(self.corrupt.paths)})
         self.register_hooks([
@@ -191,16 +191,14 @@ class ClassificationTrainer(TrainerBase):
 
     # ------------------------------------------------------------------ loaders
     def train_loader(self, epoch: int, start: int) -> DataLoader:
-        """One loader for the whole run (workers start once); the sampler decides each epoch's order."""
-        self.sampler.set_epoch(epoch, start)
-        if self._train_loader is None:
-            workers = self.cfg.data.workers
-            self._train_loader = DataLoader(
-                self.train_set, batch_size=self.cfg.optim.batch_size, sampler=self.sampler, num_workers=workers,
-                collate_fn=collate_skipping_corrupt, pin_memory=self.device.type == "cuda", drop_last=False,
-                persistent_workers=workers > 0, worker_init_fn=init_loader_worker,
-                generator=torch.Generator().manual_seed(self.cfg.run.seed))
-        return self._train_loader
+        """The run's one loader (StreamBatches makes it once, or again on a resume): this rank's batches
+        from `start` samples into `epoch` on, epoch after epoch without end, so its workers start once
+        and go on loading across epoch ends."""
+        stream = BatchStream(seeded_order(self.sampler), self.cfg.optim.batch_size, drop_last=False,
+                             epoch=epoch, start=start)
+        return DataLoader(self.train_set, batch_sampler=stream, num_workers=self.cfg.data.workers,
+                          collate_fn=collate_skipping_corrupt, pin_memory=self.device.type == "cuda",
+                          worker_init_fn=init_loader_worker, generator=torch.Generator().manual_seed(self.cfg.run.seed))
 
     def val_loader(self) -> DataLoader:
         if self._val_loader is None:
@@ -216,7 +214,7 @@ class ClassificationTrainer(TrainerBase):
         try:
             self.train()
         finally:
-            self._train_loader = self._val_loader = None  # shuts the persistent workers down
+            self._val_loader = None  # shuts the validation loader's persistent workers down (train's: train())
         if dist_utils.is_main_process():
             if self.stop_requested:  # stopped by run.max_steps (a signal raised Interrupted)
                 print(f"stopped at step {self.step} (max_steps={self.cfg.run.max_steps}); checkpoint "

@@ -19,15 +19,16 @@ from tqdm import tqdm
 
 from detect.config import to_dict
 from detect.data.dataset import DatasetSubset
-from detect.data.samplers import SeededSampler, init_loader_worker
+from detect.data.samplers import BatchStream, SeededSampler, batches_in_epoch, init_loader_worker, seeded_order
 from detect.data.spec import build_dataset
 from detect.engine.detection_checks import check_before_proposals, training_header
 from detect.engine.detection_config import DetectionConfig
 from detect.engine.detection_data import ProposalDataset, cached_proposals, collate, join_datasets
 from detect.engine.detection_inference import check_compatible, evaluate_predictions, predict
-from detect.engine.train_loop import (BEST_CHECKPOINT, LAST_CHECKPOINT, BestCheckpointer, EpochBatches, EvalHook,
+from detect.engine.train_loop import (BEST_CHECKPOINT, LAST_CHECKPOINT, BestCheckpointer, EvalHook,
                                      LRScheduler, MetricsWriter, NaNCheck, PeriodicCheckpointer, ProgressBar,
-                                     StopAgreement, TrainerBase, TrainingDiverged, optimizer_update)
+                                     StopAgreement, StreamBatches, TrainerBase, TrainingDiverged,
+                                      optimizer_update)
 from detect.evaluation.fit_diagnosis import FitDiagnosis, side_by_side
 from detect.models.detector import build_detector
 from detect.utils import distributed as dist_utils
@@ -87,9 +88,10 @@ class DetectionTrainer(TrainerBase):
         self.scaler = grad_scaler(self.device, t.amp)
         self.sampler = SeededSampler(self.train_data, num_replicas=dist_utils.world_size(), rank=dist_utils.rank(),
                                      seed=t.seed)
-        self.batches = EpochBatches(self.loader, t.images_per_batch,
-                                    f"{self.train_data.dataset.name}: fewer images ({len(self.train_data)}) than "
-                                    f"train.images_per_batch x processes")
+        self.batches = StreamBatches(self.loader, lambda start: batches_in_epoch(
+                                         self.sampler.num_samples, start, t.images_per_batch, drop_last=True),
+                                     t.images_per_batch, f"{self.train_data.dataset.name}: fewer images ({len(self.train_data)}) than "
+                                     f"train.images_per_batch x processes")
         torch.manual_seed(t.seed + 1000 * dist_utils.rank())  # independent region sampling per process
         self.last_eval: dict[str, dict] = {}
         self.writer = MetricsWriter(self.optimizer, t.log_every)
@@ -124,12 +126,14 @@ class DetectionTrainer(TrainerBase):
         return self.max_steps
 
     def loader(self, epoch: int, start: int) -> DataLoader:
-        self.sampler.set_epoch(epoch, start)
-        return DataLoader(self.train_data, batch_size=self.cfg.train.images_per_batch, sampler=self.sampler,
-                          drop_last=True, num_workers=self.cfg.data.workers, collate_fn=collate,
+        """The run's one loader (StreamBatches makes it once, or again on a resume): this rank's batches
+        from `start` samples into `epoch` on, epoch after epoch, its workers started once."""
+        stream = BatchStream(seeded_order(self.sampler), self.cfg.train.images_per_batch, drop_last=True,
+                             epoch=epoch, start=start)
+        return DataLoader(self.train_data, batch_sampler=stream, num_workers=self.cfg.data.workers, collate_fn=collate,
                           worker_init_fn=init_loader_worker, pin_memory=self.device.type == "cuda",
-                          # its own generator: starting an epoch must not draw from the global RNG
-                          generator=torch.Generator().manual_seed(self.cfg.train.seed + epoch))
+                          # its own generator: starting the loader must not draw from the global RNG
+                          generator=torch.Generator().manual_seed(self.cfg.train.seed))
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:

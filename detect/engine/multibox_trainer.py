@@ -23,11 +23,11 @@ from torchvision.ops import box_iou
 from tqdm import tqdm
 
 from detect.config import to_dict
-from detect.data.samplers import init_loader_worker
+from detect.data.samplers import BatchStream, batches_in_epoch, init_loader_worker
 from detect.data.spec import build_dataset
-from detect.engine.train_loop import (LAST_CHECKPOINT, BestCheckpointer, EpochBatches, EvalHook, LRScheduler,
+from detect.engine.train_loop import (LAST_CHECKPOINT, BestCheckpointer, EvalHook, LRScheduler,
                                      MetricsWriter, NaNCheck, PeriodicCheckpointer, ProgressBar, StepLimit,
-                                     StopAgreement, TrainerBase, optimizer_update)
+                                     StopAgreement, StreamBatches, TrainerBase, optimizer_update)
 from detect.errors import ConfigError, UserError
 from detect.proposals.multibox import (MATCH_TARGETS, MultiBoxNet, boxes_to_pixels, dataset_normalised_boxes,
                                        kmeans_priors, multibox_loss)
@@ -127,7 +127,7 @@ class MultiBoxSamples(Dataset):
     """(image float [3,S,S] in [0,1], normalised gt boxes [G,4]) with bbox-aware flips (albumentations).
 
     The augmentation of sample i in epoch e is seeded by (seed, e, i): the same on every resume and
-    whatever the number of workers.
+    whatever the number of workers. An item is an index (of epoch `self.epoch`) or `(index, epoch)`.
     """
 
     def __init__(self, dataset, size: int, hflip: bool = False, vflip: bool = False, seed: int = 0) -> None:
@@ -144,12 +144,13 @@ class MultiBoxSamples(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, item):
+        index, epoch = item if isinstance(item, tuple) else (item, self.epoch)  # (index, epoch) from the trainer
         image = self.dataset.load_image(index)
         target = self.dataset.target(index, training=True)
         boxes = target["boxes"].numpy()
         keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        self.transform.set_random_seed(self.seed * 1_000_003 + self.epoch * 100_003 + index)
+        self.transform.set_random_seed(self.seed * 1_000_003 + epoch * 100_003 + index)
         out = self.transform(image=image, bboxes=boxes[keep], labels=target["labels"].numpy()[keep])
         tensor = torch.from_numpy(np.ascontiguousarray(out["image"])).permute(2, 0, 1).float().div_(255.0)
         gt = torch.as_tensor(np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)) / self.size
@@ -206,7 +207,8 @@ class MultiBoxTrainer(TrainerBase):
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, o.milestones, o.gamma)
         self.scaler = grad_scaler(self.device, run.amp)
         self.val_set = build_dataset(cfg.data.val) if cfg.data.val else None
-        self.batches = EpochBatches(self.loader, o.batch_size)
+        self.batches = StreamBatches(self.loader, lambda start: batches_in_epoch(
+            self.sampler.num_samples, start, o.batch_size, drop_last=False), o.batch_size)
         torch.manual_seed(run.seed + 1000 * dist_utils.rank())  # independent dropout masks per process
         self.writer = MetricsWriter(self.optimizer, run.log_every, tensorboard=True)
         best_mode = "min" if run.best_metric == "loss" else "max"
@@ -225,15 +227,20 @@ class MultiBoxTrainer(TrainerBase):
             self.load(self.out_dir / LAST_CHECKPOINT if resume is True else Path(resume))
 
     def loader(self, epoch: int, start: int) -> DataLoader:
-        self.sampler.set_epoch(epoch)
-        self.samples.epoch = epoch
-        order = list(self.sampler)[start:]
+        """The run's one loader (StreamBatches makes it once, or again on a resume): this rank's batches
+        of `(index, epoch)` from `start` samples into `epoch` on, epoch after epoch without end, so its
+        workers start once and go on loading across epoch ends."""
+        stream = BatchStream(self.epoch_order, self.cfg.optim.batch_size, drop_last=False, epoch=epoch, start=start)
         # its own generator: creating the iterator must not draw from the global RNG (dropout's),
         # or a run resumed mid-epoch would see other dropout masks than an uninterrupted one
-        return DataLoader(self.samples, batch_size=self.cfg.optim.batch_size, sampler=order, collate_fn=collate,
+        return DataLoader(self.samples, batch_sampler=stream, collate_fn=collate,
                           num_workers=self.cfg.data.workers, pin_memory=self.device.type == "cuda",
-                          worker_init_fn=init_loader_worker,
-                          generator=torch.Generator().manual_seed(self.cfg.run.seed + epoch))
+                          worker_init_fn=init_loader_worker, generator=torch.Generator().manual_seed(self.cfg.run.seed))
+
+    def epoch_order(self, epoch: int) -> list[tuple[int, int]]:
+        """This rank's samples of one epoch, each with its epoch (which seeds its augmentation)."""
+        self.sampler.set_epoch(epoch)
+        return [(i, epoch) for i in self.sampler]
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),

@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
-from tqdm import tqdm
 
 from detect.errors import UserError
 from detect.utils import distributed as dist_utils
 from detect.utils.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from detect.utils.interrupt import GracefulStop, Interrupted
 from detect.utils.metric_logger import MetricLogger
+from detect.utils.progress import progress_bar
 
 LAST_CHECKPOINT = "last.pth"
 BEST_CHECKPOINT = "best.pth"
@@ -86,6 +86,44 @@ class EpochBatches:
         self._iterator = None
 
 
+class StreamBatches:
+    """Batches from one DataLoader for the whole run: `make_loader(epoch, start)` returns a loader over a
+    BatchStream started there (endless), so its workers start once per run, not once per epoch, and
+    prefetch across epoch ends. `batches_in_epoch(start)` says how many batches the epoch has after
+    `start` samples: the epoch's end is counted here, the stream itself does not end. Same contract as
+    EpochBatches: `trainer.epoch_position` counts this rank's samples, a run resumes mid-epoch, and a
+    position at an epoch's very end moves on to the next epoch. If the trainer's counters are moved
+    from outside (a checkpoint loaded), the next batch starts a new loader there."""
+
+    def __init__(self, make_loader: Callable[[int, int], Iterable], batches_in_epoch: Callable[[int], int],
+                 batch_size: int, too_few: str = "fewer training samples than one batch per process") -> None:
+        self.make_loader = make_loader
+        self.batches_in_epoch = batches_in_epoch
+        self.batch_size = batch_size
+        self.too_few = too_few
+        self._iterator = None
+        self._at: tuple[int, int] | None = None  # the (epoch, position) the loader's next batch belongs to
+
+    def next(self, trainer: "TrainerBase"):
+        """The next batch; sets trainer.epoch_ended when it is the epoch's last."""
+        if trainer.epoch_position > 0 and self.batches_in_epoch(trainer.epoch_position) == 0:
+            trainer.epoch, trainer.epoch_position = trainer.epoch + 1, 0  # resumed at (or left at) an epoch's end
+        if self.batches_in_epoch(trainer.epoch_position) == 0:
+            raise UserError(self.too_few)
+        if self._iterator is None or self._at != (trainer.epoch, trainer.epoch_position):
+            self.reset()
+            self._iterator = iter(self.make_loader(trainer.epoch, trainer.epoch_position))
+        batch = next(self._iterator)
+        trainer.epoch_position += self.batch_size
+        trainer.epoch_ended = self.batches_in_epoch(trainer.epoch_position) == 0
+        self._at = (trainer.epoch + 1, 0) if trainer.epoch_ended else (trainer.epoch, trainer.epoch_position)
+        return batch
+
+    def reset(self) -> None:
+        """Drop the loader (its worker processes end)."""
+        self._iterator, self._at = None, None
+
+
 class TrainerBase:
     """The loop, the counters and the checkpoints; subclasses implement run_step, state_dict,
     load_state_dict (and evaluate for EvalHook)."""
@@ -103,7 +141,7 @@ class TrainerBase:
         self.stop_signal: str | None = None  # SIGTERM / SIGINT when a signal stopped the run
         self.stop_requested = False
         self.hooks: list[HookBase] = []
-        self.batches: EpochBatches | None = None  # the task's training batches (run_step takes them)
+        self.batches: StreamBatches | EpochBatches | None = None  # the task's training batches (run_step takes them)
 
     def register_hooks(self, hooks: Iterable[HookBase | None]) -> None:
         for hook in hooks:
@@ -382,7 +420,8 @@ class MetricsWriter(HookBase):
 
 
 class ProgressBar(HookBase):
-    """A tqdm bar over the run's steps on rank 0, with the step's losses beside it."""
+    """A tqdm bar over the run's steps on rank 0, with the step's losses beside it (plain lines, no
+    carriage returns or cursor moves, when stderr is not a terminal: detect.utils.progress)."""
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
@@ -390,8 +429,8 @@ class ProgressBar(HookBase):
 
     def before_train(self) -> None:
         t = self.trainer
-        self.bar = tqdm(total=t.max_steps, initial=t.step, desc="train", dynamic_ncols=True,
-                        disable=not (self.enabled and dist_utils.is_main_process()))
+        self.bar = progress_bar(total=t.max_steps, initial=t.step, desc="train", dynamic_ncols=True,
+                                disable=not (self.enabled and dist_utils.is_main_process()))
 
     def after_step(self) -> None:
         self.bar.update(1)

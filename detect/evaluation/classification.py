@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from detect.data.samplers import init_loader_worker
+from detect.utils.progress import progress_bar
 
 PROTOCOLS = ("single-scale", "multi-scale", "dense", "multi-crop", "dense+multi-crop")
 
@@ -130,7 +130,7 @@ def collect_posteriors(model: nn.Module, dense_model: nn.Module, dataset, crop: 
                         worker_init_fn=init_loader_worker)
     posteriors: dict[str, list[torch.Tensor]] = {p: [] for p in cfg.protocols}
     labels, corrupt = [], []
-    for images, label, index in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
+    for images, label, index in progress_bar(loader, desc=desc, leave=False, dynamic_ncols=True):
         if images is None:
             corrupt.append(int(index))
             continue
