@@ -142,6 +142,25 @@ def test_loader_workers_outlive_a_signal_the_main_process_decides(sig):
     assert sorted(seen) == list(range(24)), "every worker lived on to deliver its items"
 
 
+WARM_OPENCV_THEN_LOAD = """
+import cv2, numpy, torch
+from detect.data.samplers import init_loader_worker
+image = numpy.random.rand(1500, 1500, 3).astype(numpy.float32)
+cv2.GaussianBlur(image, (31, 31), 5)  # the parent's OpenCV thread pool is running when the workers fork
+loader = torch.utils.data.DataLoader(list(range(8)), batch_size=None, num_workers=2,
+                                     worker_init_fn=init_loader_worker)
+print(sorted(int(item) for item in loader))
+"""
+
+
+def test_loader_workers_start_after_the_parents_opencv_pool_has_run():
+    """cv2.setNumThreads in a forked worker deadlocked (OpenCV 5.1) once the parent had used its pool."""
+    done = subprocess.run([sys.executable, "-c", WARM_OPENCV_THEN_LOAD], capture_output=True, text=True,
+                          timeout=120, env=ENV)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(list(range(8)))
+
+
 def test_every_dataloader_in_the_package_ignores_stop_signals_in_its_workers():
     """Each DataLoader(...) in detect/ passes worker_init_fn (init_loader_worker: SIGINT/SIGTERM ignored)."""
     import ast

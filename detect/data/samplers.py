@@ -11,7 +11,6 @@ from __future__ import annotations
 import signal
 from typing import Callable, Sequence
 
-import cv2
 import numpy as np
 from torch.utils.data import DistributedSampler
 
@@ -92,9 +91,9 @@ def init_loader_worker(worker_id: int) -> None:
     """DataLoader worker_init_fn.
 
     Ctrl-C and cluster schedulers signal the whole process group; the workers must outlive the signal
-    so the main process can finish its step and checkpoint. And one OpenCV thread per worker: the
-    workers are the parallelism, and an OpenCV pool in each would take cores from the training step.
+    so the main process can finish its step and checkpoint. OpenCV's threads are left alone here:
+    cv2.setNumThreads in a forked child deadlocks (OpenCV 5.1, pthreads) once the parent's pool has
+    started, and a child forked from such a parent runs OpenCV on one thread anyway.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    cv2.setNumThreads(1)
