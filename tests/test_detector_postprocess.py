@@ -88,6 +88,39 @@ def test_warped_crops_are_streamed_in_chunks():
     assert seen == [4, 4, 2], "never more than chunk_size crops at once"
 
 
+def test_training_chunks_recomputed_in_backward_equal_kept_ones():
+    """R-CNN training with several chunks: the same loss, gradients and batch-norm statistics as keeping
+    every chunk's activations, with each chunk's trunk run twice (once more in backward)."""
+    import copy
+
+    import backbones
+
+    torch.manual_seed(0)
+    net = backbones.build_backbone("resnet18", width=0.125).train()
+    parts = net.detection_parts()
+    boxes = [torch.tensor([[0.0, 0.0, 20.0 + i, 30.0] for i in range(6)]), torch.tensor([[4.0, 4.0, 40.0, 40.0], [8.0, 0.0, 30.0, 44.0]])]
+    images = torch.randn(2, 3, 48, 48)
+    results = []
+    for recompute in (False, True):
+        trunk, head = copy.deepcopy(parts.trunk), copy.deepcopy(parts.head)
+        passes = []
+        trunk.register_forward_hook(lambda module, inputs, output: passes.append(inputs[0].shape[0]))
+        regions = WarpedRegions(trunk, head, parts.num_features, warp_size=64, context=2, chunk_size=3,
+                                recompute=recompute)
+        torch.manual_seed(1)
+        loss = regions(images, boxes).square().mean()
+        loss.backward()
+        stats = {k: v.clone() for k, v in regions.state_dict().items() if "running" in k or "num_batches" in k}
+        grads = {k: p.grad.clone() for k, p in regions.named_parameters()}
+        results.append((loss.detach(), grads, stats, passes))
+    (loss0, grads0, stats0, passes0), (loss1, grads1, stats1, passes1) = results
+    assert passes0 == [3, 3, 2] and sorted(passes1) == [2, 2, 3, 3, 3, 3], "each chunk recomputed once"
+    torch.testing.assert_close(loss1, loss0)
+    assert stats0 and all(torch.equal(stats1[k], stats0[k]) for k in stats0), "statistics updated once"
+    for name in grads0:
+        torch.testing.assert_close(grads1[name], grads0[name], rtol=1e-4, atol=1e-6)
+
+
 def test_test_time_rois_pooled_on_every_core_equal_one_core():
     import backbones
     from detect.models.region_features import PooledRegions
