@@ -26,6 +26,7 @@ COMMON = ["model.name=vgg11", "model.width=0.0625", "model.options={init: kaimin
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("torch_one_thread")  # as each torchrun rank (OMP_NUM_THREADS=1), whatever ran before
 def test_two_process_ddp_equals_one_process_over_the_same_global_batch(tmp_path):
     root = write_synthetic_image_folder(tmp_path / "images", num_classes=3, train_per_class=4, val_per_class=2,
                                         size=40, seed=2)
@@ -47,8 +48,10 @@ def test_two_process_ddp_equals_one_process_over_the_same_global_batch(tmp_path)
     assert sorted(p.name for p in ddp_out.glob("*.pth")) == ["best.pth", "last.pth"], "only rank 0 writes"
     torch.manual_seed(cfg.run.seed)  # the weights both runs started from, built as the trainer builds them
     initial = build_model(cfg, 3).state_dict()
+    # float32 noise (a batch of 6 summed in another order than 3 + 3 all-reduced) reaches ~6e-6 in 4 steps;
+    # the tolerance stays far below how far training moved the weights (> 1e-3, asserted below)
     for key, value in single["model"].items():
-        torch.testing.assert_close(ddp["model"][key], value, rtol=1e-4, atol=1e-6, msg=key)
+        torch.testing.assert_close(ddp["model"][key], value, rtol=1e-3, atol=2e-5, msg=lambda m: f"{key}: {m}")
     assert max((single["model"][k] - initial[k]).abs().max().item() for k in initial) > 1e-3, \
         "training moved the weights: the comparison is not between two untrained nets"
     # rank 0 logs the loss averaged over both processes: the same per-step losses as the single run
