@@ -3,6 +3,7 @@ sequences, even for a bar nested under another (the evaluation inside training) 
 from __future__ import annotations
 
 import io
+import re
 
 from tqdm import tqdm
 
@@ -74,3 +75,5 @@ def test_detect_train_with_evaluation_writes_plain_lines_to_a_redirected_log(tmp
     err = capsys.readouterr().err
     assert "detect" in err and "train" in err, err[-2000:]  # the evaluation's bar and the training bar reported
     assert CURSOR_UP not in err and "\r" not in err, repr(err[-2000:])  # whole lines only
+    done, total = re.search(r"(\d+)/(\d+)", [line for line in err.splitlines() if line.startswith("detect")][-1]).groups()
+    assert done == total, "the evaluation's last line is its final count"

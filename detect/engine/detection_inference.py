@@ -39,8 +39,10 @@ def predict(model: Detector, dataset: ProposalDataset, device: torch.device, amp
                         worker_init_fn=init_loader_worker)
     mine = {}
     show = progress and dist_utils.is_main_process()
-    for index, (images, _, proposals) in zip(shard, progress_bar(loader, desc="detect", disable=not show, leave=False,
-                                                          dynamic_ncols=True)):
+    # the bar wraps the zip (not the loader inside it): zip stops at the shard's end without the bar
+    # seeing its last item, which left its final line at N-1 of N
+    for index, (images, _, proposals) in progress_bar(zip(shard, loader), total=len(shard), desc="detect",
+                                                      disable=not show, leave=False, dynamic_ncols=True):
         with autocast(device, amp):
             output = model([i.to(device) for i in images], [p.to(device) for p in proposals])[0]
         mine[index] = {k: v.float().cpu().numpy() if k != "labels" else v.cpu().numpy() for k, v in output.items()}
