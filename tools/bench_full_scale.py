@@ -169,6 +169,13 @@ def gb(value: float | None) -> float | None:
     return None if value is None else round(value / 2 ** 30, 2)
 
 
+def fresh(out_dir: Path) -> None:
+    """An earlier run's folder in the same --work would be resumed and its steps counted with this run's."""
+    if out_dir.exists():
+        import shutil
+        shutil.rmtree(out_dir)
+
+
 def train_records(out_dir: Path) -> list[dict]:
     path = out_dir / "metrics.jsonl"
     if not path.is_file():
@@ -265,9 +272,7 @@ def bench_detector(path: Path, args, work: Path, row: Row) -> None:
     row.model = f"{m.backbone} {m.mode}, {scale}"
     row.steps = (f"{cfg.train.steps}+{cfg.train.box_steps}" if cfg.train.box_steps else f"{cfg.train.steps}") + \
         f" x {cfg.train.images_per_batch} img"
-    if out_dir.exists():
-        import shutil
-        shutil.rmtree(out_dir)
+    fresh(out_dir)
     train = run_child(["train", "--config", str(path), *overrides], f"{path.stem}-train", work, args)
     row.train_peak_gb = gb(train["peak_rss"])
     records = train_records(out_dir)
@@ -326,6 +331,7 @@ def bench_pretrain(path: Path, args, work: Path, row: Row) -> None:
     row.model = f"{m.name} width {m.width}, {a.crop_size} px crops"
     row.steps = f"{args.steps} x {batch} img"
     row.note = f"micro-batch {batch} of {cfg.optim.batch_size * cfg.optim.accumulate}; test: single-scale"
+    fresh(out_dir)
     train = run_child(["pretrain", "--config", str(path), "--no-eval", *overrides], f"{path.stem}-train", work, args)
     row.train_peak_gb = gb(train["peak_rss"])
     records = train_records(out_dir)
@@ -364,6 +370,7 @@ def bench_multibox(path: Path, args, work: Path, row: Row) -> None:
     m = cfg.model
     row.model = f"{m.backbone} width {m.width}, {m.input_size} px, {m.num_priors} priors"
     row.steps = f"{args.steps} x {cfg.optim.batch_size} img"
+    fresh(out_dir)
     train = run_child(["train-multibox", "--config", str(path), *common, f"run.out_dir={out_dir}"],
                       f"{path.stem}-train", work, args)
     row.train_peak_gb = gb(train["peak_rss"])
@@ -374,6 +381,7 @@ def bench_multibox(path: Path, args, work: Path, row: Row) -> None:
         row.error = f"train exit {train['rc']}: {train['last_line']}"
         return
     cache = work / "multibox_proposals" / path.stem
+    fresh(cache)
     test = run_child(["propose", "--data", test_spec, "--method", "multibox", "--param",
                       f"checkpoint={out_dir / 'last.pth'}", "--out", str(cache), "--workers", "0", "--no-progress"],
                      f"{path.stem}-test", work, args)
