@@ -98,7 +98,8 @@ def test_training_chunks_recomputed_in_backward_equal_kept_ones():
     torch.manual_seed(0)
     net = backbones.build_backbone("resnet18", width=0.125).train()
     parts = net.detection_parts()
-    boxes = [torch.tensor([[0.0, 0.0, 20.0 + i, 30.0] for i in range(6)]), torch.tensor([[4.0, 4.0, 40.0, 40.0], [8.0, 0.0, 30.0, 44.0]])]
+    boxes = [torch.tensor([[0.0, 0.0, 20.0 + i, 30.0] for i in range(6)]),
+             torch.tensor([[4.0, 4.0, 40.0, 40.0], [8.0, 0.0, 30.0, 44.0]])]
     images = torch.randn(2, 3, 48, 48)
     results = []
     for recompute in (False, True):

@@ -34,6 +34,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -172,7 +173,6 @@ def gb(value: float | None) -> float | None:
 def fresh(out_dir: Path) -> None:
     """An earlier run's folder in the same --work would be resumed and its steps counted with this run's."""
     if out_dir.exists():
-        import shutil
         shutil.rmtree(out_dir)
 
 

@@ -132,11 +132,12 @@ class WarpedRegions(nn.Module):
 
     def _recomputable(self):
         """features() for checkpoint: the recomputation in backward leaves batch-norm statistics alone."""
-        passes = []
+        first = True
 
         def run(images: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
-            passes.append(len(passes))
-            if len(passes) == 1:
+            nonlocal first
+            if first:
+                first = False
                 return self.features(images, rois)
             with running_statistics_frozen(self):
                 return self.features(images, rois)
