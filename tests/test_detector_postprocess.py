@@ -46,6 +46,26 @@ def test_boxes_are_clipped_to_the_image():
     assert out["boxes"].tolist() == [[0.0, 0.0, 100.0, 40.0]]
 
 
+def test_box_voting_averages_the_suppressed_boxes_of_the_same_class_by_score():
+    boxes = torch.tensor([[10.0, 10.0, 50.0, 50.0], [14.0, 10.0, 54.0, 50.0], [60.0, 60.0, 90.0, 90.0],
+                          [11.0, 10.0, 51.0, 50.0]])
+    boxes = torch.stack([boxes, boxes], dim=1)  # [R, 2 classes, 4]
+    scores = scores_for([[0.6, 0.0], [0.2, 0.0], [0.5, 0.0], [0.0, 0.9]])  # region 3 is class 2's
+    out = detect_objects(scores, boxes, (100, 100), InferenceConfig(nms_iou=0.3, box_voting_iou=0.8))
+    by_score = {round(s, 2): (label, box) for s, label, box in zip(out["scores"].tolist(), out["labels"].tolist(),
+                                                                   out["boxes"].tolist())}
+    assert by_score[0.6] == (1, pytest.approx([11.0, 10.0, 51.0, 50.0]))  # (0.6 * 10 + 0.2 * 14) / 0.8; class 2 votes not
+    assert by_score[0.5] == (1, [60.0, 60.0, 90.0, 90.0])  # alone: stays put
+    assert by_score[0.9] == (2, [11.0, 10.0, 51.0, 50.0])  # class 1's boxes do not vote for class 2
+    plain = detect_objects(scores, boxes, (100, 100), InferenceConfig(nms_iou=0.3))
+    assert torch.equal(plain["boxes"][plain["scores"] == 0.6][0], boxes[0, 0]), "without voting the kept box is its own"
+
+
+def test_box_voting_iou_must_be_an_overlap():
+    with pytest.raises(ValueError, match="box_voting_iou"):
+        InferenceConfig(box_voting_iou=1.5).validate()
+
+
 def test_single_class_regression_shares_one_box_across_classes():
     deltas = torch.tensor([[1.0, 0.0, 0.0, 0.0]])  # SCR: 4 outputs
     boxes = decode_class_boxes(BoxCoder(), deltas, torch.tensor([[0.0, 0.0, 10.0, 10.0]]), num_classes=3)
@@ -155,3 +175,26 @@ def test_iterative_refinement_rescores_the_regressed_boxes():
         model([torch.rand(3, 64, 64)], proposals)
     assert len(seen) == 2, "scored once on the proposals, once more on the refined boxes"
     torch.testing.assert_close(seen[1], refined[0])
+
+
+def test_pooled_refinement_keeps_every_iterations_regions_for_nms():
+    from detect.models.detector import ModelConfig, build_detector
+    from detect.models.exportable import ExportableDetector
+
+    cfg = ModelConfig(backbone="vgg11", width=0.0625, mode="fast", train_scales=[64], test_scale=64, max_size=128)
+    proposals = [torch.tensor([[8.0, 8.0, 28.0, 28.0], [30.0, 20.0, 60.0, 50.0], [0.0, 0.0, 20.0, 12.0]])]
+    image = torch.rand(3, 64, 64)
+    outputs = {}
+    for pool in (False, True):
+        torch.manual_seed(0)
+        model = build_detector(cfg, num_classes=2, inference=InferenceConfig(refine_iterations=2, refine_pool=pool)).eval()
+        with torch.no_grad():
+            model.localisation.fc.bias.copy_(torch.tensor([1.0, 0.5, 0, 0] * 2))
+            outputs[pool] = model.region_predictions([image], proposals)[0]
+            exported = ExportableDetector(model)(image, proposals[0])
+        torch.testing.assert_close(exported, outputs[pool], rtol=1e-4, atol=1e-4)
+    (last_scores, last_boxes), (pooled_scores, pooled_boxes) = outputs[False], outputs[True]
+    assert pooled_scores.shape == (9, 3) and pooled_boxes.shape == (9, 2, 4), "3 regions x (proposals + 2 refinements)"
+    torch.testing.assert_close(pooled_scores[6:], last_scores)  # the last iteration comes last
+    torch.testing.assert_close(pooled_boxes[6:], last_boxes)
+    assert not torch.allclose(pooled_boxes[:3], last_boxes), "the proposals' own boxes are among the candidates"

@@ -115,24 +115,32 @@ class Detector(nn.Module):
     def region_predictions(self, images: list[torch.Tensor], proposals: list[torch.Tensor]
                            ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Test time, before the threshold and NMS: per image, soft-max scores [R,C+1] and per-class boxes
-        [R,C,4] in the image's own pixels (what an ensemble averages). One scale, or test.scales' pyramid."""
+        [R,C,4] in the image's own pixels (what an ensemble averages). One scale, or test.scales' pyramid;
+        with refine_pool, the regions of every refinement iteration one after the other."""
         original_sizes = [tuple(image.shape[-2:]) for image in images]
         if self.inference.scales and self.cfg.mode == "fast":
             proposals = [p.to(images[0]) for p in proposals]
             pyramid = pyramid_transforms(self.transform, self.inference.scales, self.inference.max_size)
-            class_logits, deltas = self.score_features(pyramid_region_features(
-                self.regions, pyramid, images, proposals, self.inference.scale_roi_size))
-            for _ in range(self.inference.refine_iterations):
-                proposals = self.refine(class_logits, deltas, proposals, original_sizes)
-                class_logits, deltas = self.score_features(pyramid_region_features(
-                    self.regions, pyramid, images, proposals, self.inference.scale_roi_size))
-            return self.scores_and_boxes(class_logits, deltas, proposals, original_sizes, original_sizes)
-        batch, image_sizes, proposals, _ = self.prepare(images, proposals, None)
-        class_logits, deltas = self.score_regions(batch, proposals)
+            image_sizes = original_sizes
+
+            def score(boxes):
+                return self.score_features(pyramid_region_features(
+                    self.regions, pyramid, images, boxes, self.inference.scale_roi_size))
+        else:
+            batch, image_sizes, proposals, _ = self.prepare(images, proposals, None)
+
+            def score(boxes):
+                return self.score_regions(batch, boxes)
+        class_logits, deltas = score(proposals)
+        iterations = [self.scores_and_boxes(class_logits, deltas, proposals, image_sizes, original_sizes)]
         for _ in range(self.inference.refine_iterations):
             proposals = self.refine(class_logits, deltas, proposals, image_sizes)
-            class_logits, deltas = self.score_regions(batch, proposals)
-        return self.scores_and_boxes(class_logits, deltas, proposals, image_sizes, original_sizes)
+            class_logits, deltas = score(proposals)
+            iterations.append(self.scores_and_boxes(class_logits, deltas, proposals, image_sizes, original_sizes))
+        if not self.inference.refine_pool:
+            return iterations[-1]
+        return [(torch.cat([s for s, _ in per_image]), torch.cat([b for _, b in per_image]))
+                for per_image in zip(*iterations)]
 
     def prepare(self, images, proposals, targets):
         """Normalise, rescale (fast mode), pad into one batch; move proposals and targets along."""

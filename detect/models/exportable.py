@@ -44,9 +44,20 @@ class ExportableDetector(nn.Module):
         to_network = torch.stack([size[1] / original[1], size[0] / original[0]]).repeat(2)  # (x, y, x, y)
         boxes = proposals.to(batch.dtype) * to_network
         class_logits, deltas = self.score(batch, boxes)
+        iterations = [self.scores_and_boxes(class_logits, deltas, boxes, size)]
         for _ in range(detector.inference.refine_iterations):
             boxes = self.refine(class_logits, deltas, boxes, size)
             class_logits, deltas = self.score(batch, boxes)
+            iterations.append(self.scores_and_boxes(class_logits, deltas, boxes, size))
+        if detector.inference.refine_pool:  # Detector.region_predictions' order: iteration after iteration
+            scores, clipped = torch.cat([s for s, _ in iterations]), torch.cat([b for _, b in iterations])
+        else:
+            scores, clipped = iterations[-1]
+        return scores, clipped / to_network
+
+    def scores_and_boxes(self, class_logits, deltas, boxes, size) -> tuple[torch.Tensor, torch.Tensor]:
+        """Soft-max scores [R,C+1] and per-class boxes [R,C,4], clipped, in the network's pixels."""
+        detector = self.detector
         scores = F.softmax(class_logits, dim=-1)
         if detector.localisation is None:
             decoded = boxes[:, None, :].expand(-1, detector.num_classes, 4)
@@ -55,7 +66,7 @@ class ExportableDetector(nn.Module):
         clipped = torch.stack([decoded[..., 0].clamp(min=0).minimum(size[1]), decoded[..., 1].clamp(min=0).minimum(size[0]),
                                decoded[..., 2].clamp(min=0).minimum(size[1]), decoded[..., 3].clamp(min=0).minimum(size[0])],
                               dim=-1)
-        return scores, clipped / to_network
+        return scores, clipped
 
     def score(self, batch: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """All regions at once (no chunking: the proposal count stays a dynamic dimension)."""

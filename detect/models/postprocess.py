@@ -2,14 +2,14 @@
 
 Soft-max over C+1 classes, decode each class's box (or the shared one, SCR), clip to the image,
 drop low scores and degenerate boxes, per-class NMS (torchvision's batched_nms; R-CNN used 0.3),
-keep the best `max_detections`.
+keep the best `max_detections`, optionally each moved by box voting (Gidaris & Komodakis, ICCV 2015).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import torch
-from torchvision.ops import batched_nms, clip_boxes_to_image, remove_small_boxes
+from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
 
 from detect.models.box_coder import BoxCoder
 
@@ -20,6 +20,9 @@ class InferenceConfig:
     nms_iou: float = 0.3  # per-class NMS IoU threshold
     max_detections: int = 100  # detections kept per image
     refine_iterations: int = 0  # re-score the regressed boxes this many times (iterative refinement)
+    refine_pool: bool = False  # refinement: NMS over every iteration's boxes, not the last one's (Gidaris & Komodakis 2015)
+    # box voting (same paper; detectron's BBOX_VOTE uses 0.8): None is off
+    box_voting_iou: float | None = None  # each kept box -> score-weighted mean of its class's boxes with IoU >= this
     # Fast R-CNN §3.1: the region head's fc layers replaced at load time by their rank-t SVD (fewer multiply-adds per RoI)
     # multi-scale test (fast mode; SPP / Fast R-CNN): the image pyramid's shorter sides, each RoI scored at one of them
     scales: list[int] = field(default_factory=list)  # multi-scale test pyramid, e.g. [480, 576, 688, 864, 1200]; empty: model.test_scale alone
@@ -37,6 +40,8 @@ class InferenceConfig:
         if any(scale < 16 for scale in self.scales) or self.scale_roi_size < 1 or self.max_size < max(self.scales, default=0):
             raise ValueError(f"scales must be >= 16 px and at most max_size ({self.max_size}), scale_roi_size >= 1; "
                              f"got scales {self.scales}, scale_roi_size {self.scale_roi_size}")
+        if self.box_voting_iou is not None and not 0.0 < self.box_voting_iou <= 1.0:
+            raise ValueError(f"box_voting_iou must be in (0, 1] or null, got {self.box_voting_iou}")
         ranks = self.svd_rank.values() if isinstance(self.svd_rank, dict) else [self.svd_rank or 1]
         if any(not isinstance(r, int) or isinstance(r, bool) or r < 1 for r in ranks):
             raise ValueError(f"svd_rank must be a positive integer or a mapping layer -> positive integer, got {self.svd_rank}")
@@ -61,4 +66,19 @@ def detect_objects(scores: torch.Tensor, boxes: torch.Tensor, image_size: tuple[
     keep = remove_small_boxes(boxes, 1e-2)
     boxes, class_scores, labels = boxes[keep], class_scores[keep], labels[keep]
     keep = batched_nms(boxes, class_scores, labels, cfg.nms_iou)[: cfg.max_detections]
-    return {"boxes": boxes[keep], "scores": class_scores[keep], "labels": labels[keep]}
+    kept = boxes[keep]
+    if cfg.box_voting_iou is not None and len(keep):
+        kept = vote_boxes(kept, labels[keep], boxes, class_scores, labels, cfg.box_voting_iou)
+    return {"boxes": kept, "scores": class_scores[keep], "labels": labels[keep]}
+
+
+def vote_boxes(kept: torch.Tensor, kept_labels: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor,
+               labels: torch.Tensor, iou: float) -> torch.Tensor:
+    """Box voting: each kept box -> the score-weighted mean of the same class's candidates overlapping it by >= iou.
+
+    The candidates a box suppressed also saw the object; averaging them cancels part of each one's
+    regression error (the kept box is among its own voters, so a lone box stays where it is).
+    """
+    weights = (box_iou(kept, boxes) >= iou) & (kept_labels[:, None] == labels[None, :])
+    weights = weights.to(scores.dtype) * scores[None, :]
+    return (weights @ boxes) / weights.sum(dim=1, keepdim=True)
