@@ -74,13 +74,18 @@ class VGG(nn.Module):
         batch_norm: bool = False,
         dropout: float = 0.5,
         init: str = "normal",
+        fc_width: int | None = None,
     ):
         super().__init__()
         if config not in CONFIGS:
             raise BackboneError(f"unknown VGG configuration {config!r}; choose one of {', '.join(CONFIGS)}")
         self.config, self.batch_norm, self.width, self.num_classes = config, batch_norm, width, num_classes
         self.features, self.feature_channels = make_features(CONFIGS[config], batch_norm, width)
-        self.num_features = scale_channels(4096, width)
+        # fc6/fc7 channels: the paper's 4096 scaled by `width` unless given (a thin trunk's detection
+        # head may want more, as torchvision's Faster R-CNN puts a 1024-wide head on any trunk)
+        self.num_features = fc_width if fc_width is not None else scale_channels(4096, width)
+        if self.num_features < 1:
+            raise BackboneError(f"fc_width must be a positive number of channels, got {fc_width}")
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
         self.classifier = nn.Sequential(
             nn.Linear(self.feature_channels * 7 * 7, self.num_features),
@@ -97,12 +102,14 @@ class VGG(nn.Module):
     def arch(self) -> str:
         bn = " BN" if self.batch_norm else ""
         thin = f" width {self.width}" if self.width != 1.0 else ""
-        return f"VGG config {self.config} ({DEPTHS[self.config]} layers){bn}{thin}"
+        fc = f" fc {self.num_features}" if self.num_features != scale_channels(4096, self.width) else ""
+        return f"VGG config {self.config} ({DEPTHS[self.config]} layers){bn}{thin}{fc}"
 
     @property
     def torchvision_weights(self) -> str | None:
         """Name of torchvision's ImageNet weights for this exact architecture, None where it has none."""
-        if self.config not in TORCHVISION_CONFIGS or self.width != 1.0 or self.num_classes != 1000:
+        if (self.config not in TORCHVISION_CONFIGS or self.width != 1.0 or self.num_classes != 1000
+                or self.num_features != 4096):
             return None
         return f"VGG{DEPTHS[self.config]}{'_BN' if self.batch_norm else ''}_Weights.DEFAULT"
 

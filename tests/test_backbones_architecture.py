@@ -74,6 +74,18 @@ def test_thin_models_keep_the_topology():
     assert meta_build("resnet50", width=1 / 64).layer1[0].conv1.out_channels == 1  # at least one channel
 
 
+def test_vgg_fc_width_sets_fc6_and_fc7_and_leaves_the_trunk_alone():
+    default, wide = meta_build("vgg11_bn", width=0.125), meta_build("vgg11_bn", width=0.125, fc_width=1024)
+    assert default.classifier[0].out_features == 512 and default.num_features == 512
+    assert (wide.classifier[0].in_features, wide.classifier[0].out_features) == (64 * 7 * 7, 1024)
+    assert (wide.classifier[3].in_features, wide.classifier[3].out_features, wide.classifier[6].in_features) \
+        == (1024, 1024, 1024)
+    assert [p.shape for p in wide.features.parameters()] == [p.shape for p in default.features.parameters()]
+    assert wide.detection_parts().num_features == 1024 and "fc 1024" in wide.arch
+    assert meta_build("vgg16", fc_width=4096).torchvision_weights == "VGG16_Weights.DEFAULT"
+    assert meta_build("vgg16", fc_width=1024).torchvision_weights is None  # torchvision's weights no longer fit
+
+
 def projection_parameters(model):
     return sum(p.numel() for name, p in model.named_parameters() if ".downsample." in name)
 
@@ -171,3 +183,5 @@ def test_bad_names_and_options_are_clear_errors():
         meta_build("vgg11", init="xavier")
     with pytest.raises(BackboneError, match="width must be positive"):
         meta_build("resnet18", width=0)
+    with pytest.raises(BackboneError, match="fc_width must be a positive number of channels, got 0"):
+        meta_build("vgg16", fc_width=0)
