@@ -21,6 +21,7 @@ from torchvision.ops import clip_boxes_to_image
 
 import backbones
 from detect.errors import UserError
+from detect.models.auxiliary_rpn import auxiliary_rpn_losses, build_auxiliary_rpn
 from detect.models.box_coder import BoxCoder
 from detect.models.image_pyramid import pyramid_region_features, pyramid_transforms
 from detect.models.localisation_head import LocalisationHead, box_loss
@@ -62,6 +63,9 @@ class ModelConfig:
     # R-CNN's and torchvision's normalisation, so the box term does not outweigh the classifier by 1/fg_fraction)
     box_loss_average: Literal["regressed", "sampled"] = "regressed"  # box loss per regressed or per sampled region
     sampler: SamplerConfig | None = None  # None: the paper's sampler for the mode
+    # fast mode: weight of an RPN's losses trained beside the head as extra supervision of the trunk (its
+    # proposals unused, dropped at test; detect/models/auxiliary_rpn.py); 0: off, as in the papers
+    auxiliary_rpn_weight: float = 0.0  # fast mode: dense objectness supervision of the trunk; 0 off
 
     def validate(self) -> None:
         if self.width <= 0:
@@ -74,6 +78,10 @@ class ModelConfig:
             raise ValueError(f"box_stds must be 4 positive numbers, got {self.box_stds}")
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        if self.auxiliary_rpn_weight < 0:
+            raise ValueError(f"auxiliary_rpn_weight must be >= 0, got {self.auxiliary_rpn_weight}")
+        if self.auxiliary_rpn_weight > 0 and self.mode != "fast":
+            raise ValueError("auxiliary_rpn_weight needs mode fast (one trunk pass per image); rcnn mode warps crops")
 
     def sampler_config(self) -> SamplerConfig:
         if self.sampler is not None:
@@ -100,6 +108,8 @@ class Detector(nn.Module):
         self.num_classes = num_classes
         self.cfg = cfg
         self.inference = inference
+        self.auxiliary_rpn = (build_auxiliary_rpn(regions.trunk.out_channels)
+                              if cfg.auxiliary_rpn_weight > 0 and cfg.mode == "fast" else None)
         # "joint": both losses; "classify" / "localise": the two stages of separate box training.
         self.stage: Literal["joint", "classify", "localise"] = "joint"
 
@@ -107,10 +117,15 @@ class Detector(nn.Module):
         if not self.training:
             return [detect_objects(scores, boxes, tuple(image.shape[-2:]), self.inference)
                     for (scores, boxes), image in zip(self.region_predictions(images, proposals), images)]
-        batch, _, proposals, targets = self.prepare(images, proposals, targets)
+        batch, sizes, proposals, targets = self.prepare(images, proposals, targets)
         sampled = self.sampler(proposals, targets)
-        class_logits, deltas = self.score_regions(batch, [s.boxes for s in sampled])
-        return self.losses(class_logits, deltas, sampled)
+        if self.auxiliary_rpn is None:
+            class_logits, deltas = self.score_regions(batch, [s.boxes for s in sampled])
+            return self.losses(class_logits, deltas, sampled)
+        features = self.regions.trunk(batch)
+        class_logits, deltas = self.score_features(self.regions.from_features(features, [s.boxes for s in sampled]))
+        return {**self.losses(class_logits, deltas, sampled),
+                **auxiliary_rpn_losses(self.auxiliary_rpn, batch, sizes, features, targets, self.cfg.auxiliary_rpn_weight)}
 
     def region_predictions(self, images: list[torch.Tensor], proposals: list[torch.Tensor]
                            ) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -69,7 +69,10 @@ class PooledRegions(nn.Module):
         self.sampling_ratio = sampling_ratio  # RoIAlign's bilinear samples per bin side
 
     def forward(self, images: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
-        features = self.trunk(images)
+        return self.from_features(self.trunk(images), boxes)
+
+    def from_features(self, features: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
+        """The head's features [R, F] of `boxes` (in the batch's pixels) from the trunk's `features`."""
         # fp32 RoIs even when autocast made the features bf16/fp16: a bf16 coordinate near 600 px moves
         # by up to 2 px (8 significant bits); torchvision's autocast wrapper pools in fp32 anyway
         rois = boxes_to_rois(boxes).to(features.device, torch.promote_types(features.dtype, torch.float32))

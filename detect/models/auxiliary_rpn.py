@@ -1,0 +1,40 @@
+"""An RPN trained beside the region head as extra supervision of the trunk, and dropped at test.
+
+Why: in fast mode a from-scratch trunk learns only from the head's sampled regions (256 per image at
+most). torchvision's Faster R-CNN, on the same trunk and budget, also trains it through its RPN: an
+objectness and a box target at every anchor of every feature cell, every step. This adds that dense
+signal and nothing else: the detector's proposals still come from `proposals:` (Selective Search,
+MultiBox), the RPN's own boxes are never used, and inference and export do not run it.
+
+The RPN is torchvision's (`RegionProposalNetwork`, `RPNHead`, `AnchorGenerator`) with its Faster R-CNN
+defaults: anchors with IoU >= 0.7 to a ground-truth box are objects, < 0.3 background, 256 per image,
+half of them objects at most; binary cross-entropy on objectness and smooth L1 on the anchor deltas.
+It is asked for one proposal per image (the cheapest setting), since nothing reads them.
+"""
+from __future__ import annotations
+
+import torch
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
+
+ANCHOR_SIZES = (32, 64, 128, 256, 512)  # pixels of the network's input, as torchvision's Faster R-CNN
+ANCHOR_RATIOS = (0.5, 1.0, 2.0)
+
+
+def build_auxiliary_rpn(in_channels: int) -> RegionProposalNetwork:
+    anchors = AnchorGenerator(sizes=(ANCHOR_SIZES,), aspect_ratios=(ANCHOR_RATIOS,))
+    head = RPNHead(in_channels, anchors.num_anchors_per_location()[0])
+    return RegionProposalNetwork(anchors, head, fg_iou_thresh=0.7, bg_iou_thresh=0.3, batch_size_per_image=256,
+                                 positive_fraction=0.5, pre_nms_top_n={"training": 1, "testing": 1},
+                                 post_nms_top_n={"training": 1, "testing": 1}, nms_thresh=0.7)
+
+
+def auxiliary_rpn_losses(rpn: RegionProposalNetwork, batch: torch.Tensor, image_sizes: list[tuple[int, int]],
+                         features: torch.Tensor, targets: list[dict], weight: float) -> dict[str, torch.Tensor]:
+    """The RPN's objectness and anchor-box losses on the trunk's `features` of the padded `batch`,
+    ground truth in the batch's pixels; each times `weight`."""
+    targets = [{"boxes": t["boxes"].to(features.dtype)} for t in targets]
+    _, losses = rpn(ImageList(batch, image_sizes), {"0": features}, targets)
+    return {"loss_rpn_objectness": weight * losses["loss_objectness"],
+            "loss_rpn_box": weight * losses["loss_rpn_box_reg"]}

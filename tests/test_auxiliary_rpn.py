@@ -1,0 +1,101 @@
+"""model.auxiliary_rpn_weight: an RPN's losses train the trunk beside the head; at test it is not run."""
+import pytest
+import torch
+
+from conftest import BCCD
+from detect.data.spec import build_dataset
+from detect.models.detector import ModelConfig, build_detector
+from detect.models.exportable import ExportableDetector
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+OPTIONS = dict(backbone="vgg11_bn", width=0.125, backbone_options={"init": "kaiming", "dropout": 0.0},
+               train_scales=[192], test_scale=192, max_size=320)
+
+
+@pytest.fixture(scope="module")
+def bccd_batch():
+    """Two BCCD training images with their boxes, and proposals: each box shifted, plus random boxes."""
+    if not BCCD.is_dir():
+        pytest.skip("../shared/datasets/BCCD not present")
+    dataset = build_dataset(f"voc:{BCCD}:train")
+    generator = torch.Generator().manual_seed(0)
+    images, targets, proposals = [], [], []
+    for index in (0, 1):
+        image, target = dataset[index]
+        height, width = image.shape[-2:]
+        shifted = target["boxes"] + torch.randn(target["boxes"].shape, generator=generator) * 6
+        corners = torch.rand(40, 2, generator=generator) * torch.tensor([width - 80.0, height - 80.0])
+        random = torch.cat([corners, corners + 20 + torch.rand(40, 2, generator=generator) * 60], dim=1)
+        images.append(image)
+        targets.append({"boxes": target["boxes"], "labels": target["labels"]})
+        proposals.append(torch.cat([shifted, random]).clamp(min=0))
+    return images, targets, proposals, len(dataset.classes)
+
+
+def training_losses(weight: float, batch) -> tuple[torch.nn.Module, dict]:
+    images, targets, proposals, num_classes = batch
+    torch.manual_seed(0)
+    detector = build_detector(ModelConfig(**OPTIONS, auxiliary_rpn_weight=weight), num_classes).train()
+    torch.manual_seed(1)  # the same sampled RoIs and anchors for every weight
+    return detector, detector(images, proposals, targets)
+
+
+def test_auxiliary_rpn_adds_its_weighted_losses_and_trains_the_trunk_through_them(bccd_batch):
+    _, plain = training_losses(0.0, bccd_batch)
+    assert set(plain) == {"loss_classifier", "loss_box"}
+    _, once = training_losses(1.0, bccd_batch)
+    detector, twice = training_losses(2.0, bccd_batch)
+    assert set(once) == {"loss_classifier", "loss_box", "loss_rpn_objectness", "loss_rpn_box"}
+    assert torch.isclose(once["loss_classifier"], plain["loss_classifier"])  # the head's losses unchanged
+    assert once["loss_rpn_objectness"].item() > 0.1 and once["loss_rpn_box"].item() > 0
+    for name in ("loss_rpn_objectness", "loss_rpn_box"):
+        assert torch.isclose(twice[name], 2 * once[name])
+    (twice["loss_rpn_objectness"] + twice["loss_rpn_box"]).backward()
+    trunk_grad = detector.regions.trunk[0].weight.grad
+    assert trunk_grad is not None and trunk_grad.abs().sum() > 0  # the dense signal reaches the trunk
+    fc6 = next(m for m in detector.regions.head.modules() if isinstance(m, torch.nn.Linear))
+    assert fc6.weight.grad is None  # and only the trunk: the region head is not on its path
+
+
+def test_auxiliary_rpn_objectness_loss_falls_on_real_images(bccd_batch):
+    images, targets, proposals, num_classes = bccd_batch
+    torch.manual_seed(0)
+    detector = build_detector(ModelConfig(**OPTIONS, auxiliary_rpn_weight=1.0), num_classes).train()
+    optimizer = torch.optim.SGD(detector.parameters(), lr=0.02, momentum=0.9)
+    seen = []
+    for _ in range(25):
+        losses = detector(images, proposals, targets)
+        seen.append(losses["loss_rpn_objectness"].item())
+        optimizer.zero_grad()
+        sum(losses.values()).backward()
+        torch.nn.utils.clip_grad_norm_(detector.parameters(), 10.0)  # as the recipe's train.grad_clip
+        optimizer.step()
+    assert sum(seen[-5:]) / 5 < 0.97 * sum(seen[:5]) / 5, seen  # chance: ln 2 = 0.693
+
+
+def test_the_auxiliary_rpn_is_not_run_at_test_and_changes_no_detection(bccd_batch):
+    images, _, proposals, num_classes = bccd_batch
+    with_rpn, _ = training_losses(1.0, bccd_batch)
+    plain = build_detector(ModelConfig(**OPTIONS), num_classes)
+    kept = {k: v for k, v in with_rpn.state_dict().items() if not k.startswith("auxiliary_rpn.")}
+    assert len(kept) < len(with_rpn.state_dict())
+    plain.load_state_dict(kept)
+    with_rpn.eval(), plain.eval()
+    calls = []
+    with_rpn.auxiliary_rpn.register_forward_hook(lambda *args: calls.append(1))
+    with torch.no_grad():
+        ours, reference = with_rpn(images, proposals), plain(images, proposals)
+        exported = ExportableDetector(with_rpn)(images[0], proposals[0])
+        exported_plain = ExportableDetector(plain)(images[0], proposals[0])
+    assert calls == []
+    for a, b in zip(ours, reference):
+        assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["scores"], b["scores"])
+    assert all(torch.equal(a, b) for a, b in zip(exported, exported_plain))
+
+
+def test_auxiliary_rpn_needs_fast_mode_and_a_non_negative_weight():
+    with pytest.raises(ValueError, match="auxiliary_rpn_weight needs mode fast"):
+        ModelConfig(mode="rcnn", auxiliary_rpn_weight=1.0).validate()
+    with pytest.raises(ValueError, match="auxiliary_rpn_weight must be >= 0, got -1"):
+        ModelConfig(auxiliary_rpn_weight=-1).validate()
