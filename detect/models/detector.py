@@ -124,8 +124,8 @@ class Detector(nn.Module):
             return self.losses(class_logits, deltas, sampled)
         features = self.regions.trunk(batch)
         class_logits, deltas = self.score_features(self.regions.from_features(features, [s.boxes for s in sampled]))
-        return {**self.losses(class_logits, deltas, sampled),
-                **auxiliary_rpn_losses(self.auxiliary_rpn, batch, sizes, features, targets, self.cfg.auxiliary_rpn_weight)}
+        dense = auxiliary_rpn_losses(self.auxiliary_rpn, batch, sizes, features, targets, self.cfg.auxiliary_rpn_weight)
+        return {**self.losses(class_logits, deltas, sampled), **dense}
 
     def region_predictions(self, images: list[torch.Tensor], proposals: list[torch.Tensor]
                            ) -> list[tuple[torch.Tensor, torch.Tensor]]:
