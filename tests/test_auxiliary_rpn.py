@@ -99,3 +99,24 @@ def test_auxiliary_rpn_needs_fast_mode_and_a_non_negative_weight():
         ModelConfig(mode="rcnn", auxiliary_rpn_weight=1.0).validate()
     with pytest.raises(ValueError, match="auxiliary_rpn_weight must be >= 0, got -1"):
         ModelConfig(auxiliary_rpn_weight=-1).validate()
+
+
+def test_auxiliary_rpn_losses_stay_float32_under_bf16_autocast(bccd_batch):
+    """bf16 anchors would round box corners (377 -> 376) before matching; the losses are computed in fp32."""
+    from detect.models.auxiliary_rpn import auxiliary_rpn_losses, build_auxiliary_rpn
+    images, targets, _, _ = bccd_batch
+    torch.manual_seed(0)
+    rpn = build_auxiliary_rpn(16).train()
+    features = torch.randn(1, 16, 15, 20)
+    batch = torch.zeros(1, 3, 240, 320)
+    boxes = [{"boxes": targets[0]["boxes"] / 2 + 0.3}]  # corners off bf16's grid
+
+    def losses(autocast: bool) -> dict:
+        torch.manual_seed(1)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            return auxiliary_rpn_losses(rpn, batch, [(240, 320)], features, boxes, 1.0)
+
+    plain, mixed = losses(False), losses(True)
+    for name in plain:
+        assert mixed[name].dtype == torch.float32
+        assert torch.equal(mixed[name], plain[name]), name

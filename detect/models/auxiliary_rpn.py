@@ -33,8 +33,12 @@ def build_auxiliary_rpn(in_channels: int) -> RegionProposalNetwork:
 def auxiliary_rpn_losses(rpn: RegionProposalNetwork, batch: torch.Tensor, image_sizes: list[tuple[int, int]],
                          features: torch.Tensor, targets: list[dict], weight: float) -> dict[str, torch.Tensor]:
     """The RPN's objectness and anchor-box losses on the trunk's `features` of the padded `batch`,
-    ground truth in the batch's pixels; each times `weight`."""
-    targets = [{"boxes": t["boxes"].to(features.dtype)} for t in targets]
-    _, losses = rpn(ImageList(batch, image_sizes), {"0": features}, targets)
+    ground truth in the batch's pixels; each times `weight`.
+
+    In float32 even under autocast: the anchors take the features' dtype, and bf16 would round their
+    corners and the ground truth's (377 -> 376) before matching and encoding; the RPN head is small."""
+    targets = [{"boxes": t["boxes"].float()} for t in targets]
+    with torch.autocast(features.device.type, enabled=False):
+        _, losses = rpn(ImageList(batch, image_sizes), {"0": features.float()}, targets)
     return {"loss_rpn_objectness": weight * losses["loss_objectness"],
             "loss_rpn_box": weight * losses["loss_rpn_box_reg"]}
