@@ -1,8 +1,10 @@
 """Training-region samplers: R-CNN's 32/96 per batch and Fast R-CNN's 64 per image, on hand-made boxes."""
 import torch
 
+from torchvision.ops import box_iou
+
 from detect.models.samplers import (IGNORE, RegionSampler, SamplerConfig, assign_labels, fast_rcnn_sampler,
-                                    rcnn_sampler)
+                                    jitter_ground_truth, rcnn_sampler)
 
 GT = torch.tensor([[0.0, 0.0, 100.0, 100.0]])
 
@@ -90,8 +92,39 @@ def test_too_few_foreground_are_filled_with_background():
     assert int((out[0].labels > 0).sum()) == 1 and int((out[0].labels == 0).sum()) == 9
 
 
+def test_jittered_ground_truth_spans_foreground_and_near_miss_background():
+    torch.manual_seed(0)
+    gt = torch.tensor([[0.0, 0.0, 100.0, 100.0], [300.0, 50.0, 340.0, 130.0]])
+    copies = jitter_ground_truth(gt, 500)
+    assert copies.shape == (1000, 4)
+    ious = box_iou(copies.reshape(2, 500, 4)[0], gt[:1])[:, 0]
+    ious_second = box_iou(copies.reshape(2, 500, 4)[1], gt[1:])[:, 0]
+    for overlap in (ious, ious_second):  # each copy stays near its own box, at every overlap from ~0.3 up
+        assert 0.2 < float(overlap.min()) < 0.45 and float(overlap.max()) > 0.95
+        assert 0.7 < float((overlap >= 0.5).float().mean()) < 0.95  # mostly foreground, some near misses
+        assert float((overlap >= 0.8).float().mean()) > 0.2  # and many tight ones
+    assert jitter_ground_truth(torch.zeros(0, 4), 8).shape == (0, 4) and jitter_ground_truth(gt, 0).shape == (0, 4)
+
+
+def test_gt_jitter_adds_foreground_where_the_proposals_have_none():
+    cfg = SamplerConfig(batch_size=64, fg_fraction=0.25, bg_iou_low=0.0, bg_iou_high=0.5)
+    far = many([500.0] * 100)  # background only
+    targets = [{"boxes": GT, "labels": torch.tensor([2])}]
+    torch.manual_seed(0)
+    plain = RegionSampler(cfg)([far], targets)[0]
+    torch.manual_seed(0)
+    jittered = RegionSampler(SamplerConfig(**{**cfg.__dict__, "gt_jitter": 16}))([far], targets)[0]
+    assert int((plain.labels == 2).sum()) == 1  # the ground-truth box alone
+    assert 4 <= int((jittered.labels == 2).sum()) <= 16
+    assert bool((jittered.ious[jittered.labels == 2] >= 0.5).all())
+    near_misses = (jittered.labels == 0) & (jittered.ious > 0.2)  # background just off the object
+    assert int(near_misses.sum()) >= 1
+
+
 def test_bad_sampler_settings_are_rejected():
     import pytest
 
     with pytest.raises(ValueError, match="bg_iou"):
         RegionSampler(SamplerConfig(bg_iou_low=0.6, bg_iou_high=0.5))
+    with pytest.raises(ValueError, match="gt_jitter"):
+        RegionSampler(SamplerConfig(gt_jitter=-1))
