@@ -131,11 +131,9 @@ class RegionSampler:
     def __call__(self, proposals: list[torch.Tensor], targets: list[dict]) -> list[SampledRegions]:
         boxes, labels, matched, ious = [], [], [], []
         for props, target in zip(proposals, targets):
-            props = add_ground_truth(props, target["boxes"])
-            if self.cfg.gt_jitter:
-                props = torch.cat([props, jitter_ground_truth(target["boxes"].to(props), self.cfg.gt_jitter)])
-            lab, gt, iou = assign_labels(props, target["boxes"].to(props), target["labels"].to(props.device),
-                                         self.cfg)
+            gt_boxes = target["boxes"].to(props)
+            props = torch.cat([add_ground_truth(props, gt_boxes), jitter_ground_truth(gt_boxes, self.cfg.gt_jitter)])
+            lab, gt, iou = assign_labels(props, gt_boxes, target["labels"].to(props.device), self.cfg)
             boxes.append(props), labels.append(lab), matched.append(gt), ious.append(iou)
         keep = self._draw(labels)
         return [SampledRegions(b[k], lab[k], gt[k], iou[k])
