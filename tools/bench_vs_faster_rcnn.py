@@ -12,6 +12,9 @@ TwoMLPHead, smooth-L1 box loss, 512 RoIs per image, NMS 0.5), its anchors sized 
         data.train=[voc-dirs:...] data.test=voc-dirs:...
 
 Prints both per-class tables and the two mAPs side by side, with the training and test seconds.
+Each side's test detections land in OUT/<side>/detections.json (COCO results, `detect eval` reads them)
+with its confusion matrix at score 0.5 (confusion_matrix.json: missed, mislocalised, background), so the
+two detectors' errors can be compared, not only their mAPs.
 `--peer-color-jitter 0.4,0.0` trains the peer once per value (default: the config's `data.color_jitter`,
 the same augmentation as ours); 0.0 is the peer with flips only, as torchvision's reference recipe.
 """
@@ -38,7 +41,10 @@ from detect.engine.detection_data import (ProposalDataset, cached_proposals, col
 from detect.engine.detection_inference import evaluate_predictions, load_detector, predict
 from detect.engine.detection_trainer import lr_factor, train_detector
 from detect.data.samplers import SeededSampler
+from detect.evaluation.confusion import confusion_matrix
 from detect.evaluation.evaluate import format_table
+from detect.evaluation.results import write_coco_results
+from detect.utils.files import atomic_write_bytes
 
 
 def build_peer(cfg: DetectionConfig, num_classes: int, weights: str | None) -> FasterRCNN:
@@ -119,6 +125,14 @@ def predict_peer(model: FasterRCNN, dataset, test_scale: int) -> list[dict]:
     return predictions
 
 
+def write_errors(folder: Path, dataset, predictions: list[dict]) -> None:
+    """detections.json and confusion_matrix.json (score >= 0.5), as `detect test` writes them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_coco_results(folder / "detections.json", dataset, predictions)
+    text = json.dumps(confusion_matrix(dataset, predictions, 0.5), indent=1)
+    atomic_write_bytes(folder / "confusion_matrix.json", lambda fh: fh.write(text.encode()))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True)
@@ -144,9 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         tic = time.perf_counter()
         data = ProposalDataset(test_set, cached_proposals(test_set, cfg.proposals, progress=False),
                                cfg.proposals.max_per_image)
-        result = evaluate_predictions(test_set, predict(model, data, torch.device("cpu"), amp=False, progress=False),
-                                      ["voc07"])["voc07"]
+        predictions = predict(model, data, torch.device("cpu"), amp=False, progress=False)
+        result = evaluate_predictions(test_set, predictions, ["voc07"])["voc07"]
         rows["ours"] = (result, train_seconds, time.perf_counter() - tic)
+        write_errors(out / "ours", test_set, predictions)
     if args.skip != "peer":
         jitters = args.peer_color_jitter or [cfg.data.color_jitter]
         for jitter in jitters:
@@ -156,10 +171,11 @@ def main(argv: list[str] | None = None) -> int:
             if classes != test_set.classes:
                 raise SystemExit(f"class lists differ: train {classes}, test {test_set.classes}")
             tic = time.perf_counter()
-            result = evaluate_predictions(test_set, predict_peer(peer, test_set, cfg.model.test_scale),
-                                          ["voc07"])["voc07"]
+            predictions = predict_peer(peer, test_set, cfg.model.test_scale)
+            result = evaluate_predictions(test_set, predictions, ["voc07"])["voc07"]
             name = "torchvision FasterRCNN" + (f" cj {jitter:g}" if len(jitters) > 1 else "")
             rows[name] = (result, train_seconds, time.perf_counter() - tic)
+            write_errors(out / ("peer" + (f"_cj{jitter:g}" if len(jitters) > 1 else "")), test_set, predictions)
 
     print(f"\n{cfg.data.test}: {cfg.model.backbone} width {cfg.model.width}, {cfg.train.steps} steps x "
           f"{cfg.train.images_per_batch} images at {cfg.model.train_scales} px, weights {args.weights or 'none'}, "
