@@ -30,3 +30,24 @@ def test_sampled_average_divides_the_box_loss_by_every_sampled_region():
         model = build_detector(ModelConfig(backbone="vgg11", width=0.0625, box_loss_average=average), num_classes=2)
         losses[average] = model.losses(logits, deltas, regions)["loss_box"]
     assert torch.isclose(losses["sampled"], losses["regressed"] * 4 / 16)
+
+
+def test_hard_negative_mining_scores_candidates_without_moving_batch_norm_statistics():
+    """A training step with mined background: the losses are finite, and the scoring pass over the candidates
+    leaves the head's batch-norm running statistics as one ordinary training pass does (thin ResNet: conv5 has BN)."""
+    from detect.models.samplers import SamplerConfig
+
+    torch.manual_seed(0)
+    images = [torch.rand(3, 96, 128) for _ in range(2)]
+    proposals = [torch.tensor([[x, 10.0, x + 40.0, 60.0] for x in range(0, 80, 4)]) for _ in range(2)]
+    targets = [{"boxes": torch.tensor([[20.0, 10.0, 60.0, 60.0]]), "labels": torch.tensor([1])}] * 2
+    counts = {}
+    for pool in (0, 64):
+        sampler = SamplerConfig(batch_size=8, fg_fraction=0.25, bg_iou_low=0.0, hard_negative_pool=pool)
+        model = build_detector(ModelConfig(backbone="resnet101", width=0.0625, train_scales=[96], test_scale=96,
+                                           max_size=160, sampler=sampler), num_classes=2).train()
+        losses = model(images, proposals, targets)
+        assert all(torch.isfinite(v) for v in losses.values())
+        counts[pool] = [int(m.num_batches_tracked) for m in model.regions.head.modules()
+                        if isinstance(m, torch.nn.BatchNorm2d)]
+    assert counts[64] == counts[0] and set(counts[0]) == {1}

@@ -128,3 +128,54 @@ def test_bad_sampler_settings_are_rejected():
         RegionSampler(SamplerConfig(bg_iou_low=0.6, bg_iou_high=0.5))
     with pytest.raises(ValueError, match="gt_jitter"):
         RegionSampler(SamplerConfig(gt_jitter=-1))
+
+
+def hard_mining_case():
+    """One image: 16 foreground boxes and 300 background ones, the background's x1 = its index."""
+    fg = many([1.0] * 16)
+    bg = torch.tensor([[200.0 + i, 0.0, 260.0 + i, 50.0] for i in range(300)])
+    return torch.cat([fg, bg]), [{"boxes": GT, "labels": torch.tensor([1])}]
+
+
+def test_hard_negative_mining_keeps_the_worst_classified_background_of_its_pool():
+    torch.manual_seed(0)
+    proposals, targets = hard_mining_case()
+    cfg = SamplerConfig(batch_size=64, fg_fraction=0.25, bg_iou_low=0.0, hard_negative_pool=1000)
+    scored = []
+
+    def background_loss(boxes):  # "hardness" = x1: the mined background must be the right-most boxes
+        scored.append(len(boxes[0]))
+        return [b[:, 0] for b in boxes]
+
+    out = RegionSampler(cfg)([proposals], targets, background_loss)[0]
+    assert scored == [300]  # the pool (1000) takes every background candidate there is
+    background = out.boxes[out.labels == 0]
+    assert len(background) == 48 and (out.labels > 0).sum() == 16  # the same 16 / 48 split as a random draw
+    assert sorted(background[:, 0].tolist()) == [200.0 + i for i in range(252, 300)]
+
+
+def test_hard_negative_mining_draws_a_random_pool_and_is_off_without_a_scorer():
+    torch.manual_seed(0)
+    proposals, targets = hard_mining_case()
+    cfg = SamplerConfig(batch_size=64, fg_fraction=0.25, bg_iou_low=0.0, hard_negative_pool=100)
+    out = RegionSampler(cfg)([proposals], targets, lambda boxes: [b[:, 0] for b in boxes])[0]
+    background = out.boxes[out.labels == 0][:, 0]
+    assert len(background) == 48 and background.min() > 200.0  # the hardest 48 of a pool of 100, not of all 300
+    random_draw = RegionSampler(cfg)([proposals], targets)[0]  # no scorer (R-CNN mode, say): a plain random draw
+    assert (random_draw.labels == 0).sum() == 48
+
+
+def test_hard_negative_pool_is_refused_when_it_cannot_apply():
+    for bad in (-1, 1.5, True):
+        try:
+            SamplerConfig(hard_negative_pool=bad).validate()
+        except ValueError as err:
+            assert "hard_negative_pool" in str(err)
+        else:
+            raise AssertionError(f"hard_negative_pool={bad!r} accepted")
+    try:
+        SamplerConfig(hard_negative_pool=128, per_image=False).validate()
+    except ValueError as err:
+        assert "per_image" in str(err)
+    else:
+        raise AssertionError("hard negatives across the batch accepted")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal
 
 import torch
@@ -26,7 +27,7 @@ from detect.models.box_coder import BoxCoder
 from detect.models.image_pyramid import pyramid_region_features, pyramid_transforms
 from detect.models.localisation_head import LocalisationHead, box_loss
 from detect.models.postprocess import InferenceConfig, decode_class_boxes, detect_objects
-from detect.models.region_features import PooledRegions, WarpedRegions
+from detect.models.region_features import PooledRegions, WarpedRegions, running_statistics_frozen
 from detect.models.samplers import RegionSampler, SampledRegions, SamplerConfig, fast_rcnn_sampler, rcnn_sampler
 
 
@@ -80,6 +81,8 @@ class ModelConfig:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
         if self.auxiliary_rpn_weight < 0:
             raise ValueError(f"auxiliary_rpn_weight must be >= 0, got {self.auxiliary_rpn_weight}")
+        if self.sampler is not None and self.sampler.hard_negative_pool and self.mode != "fast":
+            raise ValueError("sampler.hard_negative_pool needs mode fast (one trunk pass scores the candidates)")
         if self.auxiliary_rpn_weight > 0 and self.mode != "fast":
             raise ValueError("auxiliary_rpn_weight needs mode fast (one trunk pass per image); rcnn mode warps crops")
 
@@ -118,14 +121,26 @@ class Detector(nn.Module):
             return [detect_objects(scores, boxes, tuple(image.shape[-2:]), self.inference)
                     for (scores, boxes), image in zip(self.region_predictions(images, proposals), images)]
         batch, sizes, proposals, targets = self.prepare(images, proposals, targets)
-        sampled = self.sampler(proposals, targets)
-        if self.auxiliary_rpn is None:
-            class_logits, deltas = self.score_regions(batch, [s.boxes for s in sampled])
-            return self.losses(class_logits, deltas, sampled)
+        if self.cfg.mode == "rcnn":  # warped crops through the whole backbone: no shared trunk features
+            sampled = self.sampler(proposals, targets)
+            return self.losses(*self.score_regions(batch, [s.boxes for s in sampled]), sampled)
         features = self.regions.trunk(batch)
+        sampled = self.sampler(proposals, targets, partial(self.background_loss, features))
         class_logits, deltas = self.score_features(self.regions.from_features(features, [s.boxes for s in sampled]))
-        dense = auxiliary_rpn_losses(self.auxiliary_rpn, batch, sizes, features, targets, self.cfg.auxiliary_rpn_weight)
-        return {**self.losses(class_logits, deltas, sampled), **dense}
+        losses = self.losses(class_logits, deltas, sampled)
+        if self.auxiliary_rpn is not None:
+            losses.update(auxiliary_rpn_losses(self.auxiliary_rpn, batch, sizes, features, targets,
+                                               self.cfg.auxiliary_rpn_weight))
+        return losses
+
+    @torch.no_grad()
+    def background_loss(self, features: torch.Tensor, boxes: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Each region's classification loss as background (-log p_bg), per image: hard-negative mining's
+        score. Batch norms in the head normalise as in training but keep their running statistics."""
+        with running_statistics_frozen(self.regions):
+            logits = self.classifier(self.regions.from_features(features.detach(), boxes))
+        loss = -F.log_softmax(logits.float(), dim=-1)[:, 0]
+        return list(loss.split([len(b) for b in boxes]))
 
     def region_predictions(self, images: list[torch.Tensor], proposals: list[torch.Tensor]
                            ) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -11,11 +11,18 @@ ground-truth box: Selective Search leaves few regions tightly around an object (
 64% of the cells), while an RPN-fed head trains on dense, well-placed proposals around every object
 and the near misses beside them. The copies span IoU ~0.3-1 to their box: foreground at every
 overlap, and background that sits just off an object.
+
+`hard_negative_pool` (off in the papers' settings) picks the background RoIs by their loss, as online
+hard example mining does (Shrivastava et al., CVPR 2016): that many background candidates per image
+are scored by the current network (no gradient) and the worst-classified of them fill the background
+share of the batch. Drawn at random, most background RoIs are regions the classifier already rejects;
+an RPN-fed head (the peer's) sees mostly object-like ones, the mined ones are those.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torchvision.models.detection._utils import BalancedPositiveNegativeSampler
@@ -35,6 +42,7 @@ class SamplerConfig:
     bg_iou_high: float = 0.5  # upper end of the background IoU range
     per_image: bool = True  # balance per image (Fast R-CNN) or over the whole batch (R-CNN)
     gt_jitter: int = 0  # training: this many jittered copies of each ground-truth box join the proposals; 0 off
+    hard_negative_pool: int = 0  # background candidates per image scored to keep the hardest (OHEM); 0: drawn at random
 
     def validate(self) -> None:
         if self.batch_size < 1:
@@ -46,6 +54,11 @@ class SamplerConfig:
                              f"{self.bg_iou_low}, {self.bg_iou_high}, {self.fg_iou}")
         if not isinstance(self.gt_jitter, int) or isinstance(self.gt_jitter, bool) or self.gt_jitter < 0:
             raise ValueError(f"gt_jitter must be a whole number >= 0, got {self.gt_jitter!r}")
+        if not isinstance(self.hard_negative_pool, int) or isinstance(self.hard_negative_pool, bool) \
+                or self.hard_negative_pool < 0:
+            raise ValueError(f"hard_negative_pool must be a whole number >= 0, got {self.hard_negative_pool!r}")
+        if self.hard_negative_pool and not self.per_image:
+            raise ValueError("hard_negative_pool needs per_image: true (hard negatives are chosen per image)")
 
 
 def rcnn_sampler() -> SamplerConfig:
@@ -121,14 +134,20 @@ def assign_labels(proposals: torch.Tensor, gt_boxes: torch.Tensor, gt_labels: to
     return labels, matched, ious
 
 
+# background_loss(boxes per image) -> each box's loss as background, per image (no gradient needed)
+BackgroundLoss = Callable[[list[torch.Tensor]], list[torch.Tensor]]
+
+
 class RegionSampler:
-    """__call__(proposals: list [R_i,4], targets: list of {"boxes","labels"}) -> list[SampledRegions]."""
+    """__call__(proposals: list [R_i,4], targets: list of {"boxes","labels"}, background_loss=None)
+    -> list[SampledRegions]. With hard_negative_pool, `background_loss` scores the candidates."""
 
     def __init__(self, cfg: SamplerConfig) -> None:
         cfg.validate()
         self.cfg = cfg
 
-    def __call__(self, proposals: list[torch.Tensor], targets: list[dict]) -> list[SampledRegions]:
+    def __call__(self, proposals: list[torch.Tensor], targets: list[dict],
+                 background_loss: BackgroundLoss | None = None) -> list[SampledRegions]:
         boxes, labels, matched, ious = [], [], [], []
         for props, target in zip(proposals, targets):
             gt_boxes = target["boxes"].to(props)
@@ -136,8 +155,28 @@ class RegionSampler:
             lab, gt, iou = assign_labels(props, gt_boxes, target["labels"].to(props.device), self.cfg)
             boxes.append(props), labels.append(lab), matched.append(gt), ious.append(iou)
         keep = self._draw(labels)
+        if self.cfg.hard_negative_pool and background_loss is not None:
+            keep = self._mine_background(boxes, labels, keep, background_loss)
         return [SampledRegions(b[k], lab[k], gt[k], iou[k])
                 for b, lab, gt, iou, k in zip(boxes, labels, matched, ious, keep)]
+
+    def _mine_background(self, boxes: list[torch.Tensor], labels: list[torch.Tensor], keep: list[torch.Tensor],
+                         background_loss: BackgroundLoss) -> list[torch.Tensor]:
+        """Per image, the drawn background RoIs replaced by the same number of the hardest among
+        `hard_negative_pool` background candidates drawn at random (at least as many as it replaces)."""
+        pools = []
+        for lab, k in zip(labels, keep):
+            wanted = int((lab[k] == 0).sum())
+            candidates = torch.where(lab == 0)[0]
+            size = max(self.cfg.hard_negative_pool, wanted)
+            pools.append(candidates[torch.randperm(len(candidates), device=candidates.device)[:size]])
+        losses = background_loss([b[pool] for b, pool in zip(boxes, pools)])
+        mined = []
+        for lab, k, pool, loss in zip(labels, keep, pools, losses):
+            wanted = int((lab[k] == 0).sum())
+            hardest = pool[loss.topk(wanted).indices] if wanted else pool[:0]
+            mined.append(torch.cat([k[lab[k] != 0], hardest]))
+        return mined
 
     def _draw(self, labels: list[torch.Tensor]) -> list[torch.Tensor]:
         """Indices kept per image: balanced per image, or balanced over the whole batch (R-CNN)."""
