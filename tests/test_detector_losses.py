@@ -51,3 +51,17 @@ def test_hard_negative_mining_scores_candidates_without_moving_batch_norm_statis
         counts[pool] = [int(m.num_batches_tracked) for m in model.regions.head.modules()
                         if isinstance(m, torch.nn.BatchNorm2d)]
     assert counts[64] == counts[0] and set(counts[0]) == {1}
+
+
+def test_smooth_l1_beta_sets_where_the_loss_turns_linear():
+    target = torch.zeros(1, 4)
+    error = torch.full((1, 4), 0.5)
+    assert box_loss(error, target, "smooth_l1", beta=1.0).item() == 4 * 0.5 * 0.25  # quadratic below beta 1
+    torchvision_like = box_loss(error, target, "smooth_l1", beta=1 / 9).item()  # linear above beta 1/9
+    assert abs(torchvision_like - 4 * (0.5 - 0.5 / 9)) < 1e-6
+    try:
+        ModelConfig(box_loss="smooth_l1", box_loss_beta=0.0).validate()
+    except ValueError as err:
+        assert "box_loss_beta" in str(err)
+    else:
+        raise AssertionError("box_loss_beta 0 accepted")

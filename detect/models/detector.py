@@ -60,6 +60,7 @@ class ModelConfig:
     box_stds: list[float] = field(default_factory=lambda: [0.1, 0.1, 0.2, 0.2])  # box targets divided by these (x, y, w, h)
     box_loss_weight: float = 1.0  # weight of the box loss against the classifier's
     box_loss: Literal["euclidean", "smooth_l1"] = "euclidean"  # the VGG paper's L2, or Fast R-CNN's smooth L1
+    box_loss_beta: float = 1.0  # smooth_l1: quadratic below this (Fast R-CNN 1; torchvision's Faster R-CNN 1/9)
     # divide the summed box loss by the regressed regions, or by every sampled region ("sampled": Fast
     # R-CNN's and torchvision's normalisation, so the box term does not outweigh the classifier by 1/fg_fraction)
     box_loss_average: Literal["regressed", "sampled"] = "regressed"  # box loss per regressed or per sampled region
@@ -77,6 +78,8 @@ class ModelConfig:
             raise ValueError(f"max_size {self.max_size} is below a scale in {self.train_scales} / {self.test_scale}")
         if len(self.box_stds) != 4 or min(self.box_stds) <= 0:
             raise ValueError(f"box_stds must be 4 positive numbers, got {self.box_stds}")
+        if self.box_loss_beta <= 0:
+            raise ValueError(f"box_loss_beta must be > 0, got {self.box_loss_beta}")
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
         if self.auxiliary_rpn_weight < 0:
@@ -211,7 +214,7 @@ class Detector(nn.Module):
             targets = self.box_coder.encode(torch.cat([s.matched_gt for s in sampled])[regress],
                                             torch.cat([s.boxes for s in sampled])[regress])
             predicted = self.localisation.select(deltas[regress], labels[regress])
-            loss = box_loss(predicted, targets, self.cfg.box_loss)
+            loss = box_loss(predicted, targets, self.cfg.box_loss, self.cfg.box_loss_beta)
             if self.cfg.box_loss_average == "sampled" and self.stage != "localise":
                 loss = loss * (predicted.shape[0] / max(1, labels.numel()))
             losses["loss_box"] = self.cfg.box_loss_weight * loss
