@@ -36,6 +36,11 @@ def test_pretrain_propose_train_test_eval_and_pycocotools_agree(tmp_path, monkey
     with caplog.at_level(logging.WARNING):
         assert cli(["train", "--config", str(config), "--weights", str(tmp_path / "pretrain" / "last.pth")]) == 0
     assert any("left out" in r.getMessage() and "classifier.6.weight" in r.getMessage() for r in caplog.records)
+    capsys.readouterr()  # a recipe whose head is wider than the pretrained one: the error says which setting differs
+    assert cli(["train", "--config", str(config), "--weights", str(tmp_path / "pretrain" / "last.pth"),
+                "model.backbone_options={init: kaiming, fc_width: 64}", f"train.out_dir={tmp_path / 'wide'}"]) != 0
+    err = capsys.readouterr().err
+    assert "shape mismatches" in err and "pretrained with fc_width default" in err and "asks for fc_width 64" in err
     assert cli(["test", "--config", str(config), "--checkpoint", str(tmp_path / "run" / "last.pth"),
                 "--out", str(tmp_path / "test")]) == 0
     metrics = json.loads((tmp_path / "test" / "metrics.json").read_text())

@@ -256,7 +256,7 @@ def build_detector(cfg: ModelConfig, num_classes: int, inference: InferenceConfi
                     "%s: %d entries not used for detection left out (%s): the detector trains its own classifier",
                     weights, len(left_out), ", ".join(left_out[:4]) + (", ..." if len(left_out) > 4 else ""))
     except backbones.BackboneError as err:
-        raise UserError(f"model: {err}") from None
+        raise UserError(f"model: {err}{pretraining_hint(weights, cfg)}") from None
     parts = backbone.detection_parts()
     if cfg.mode == "fast":
         head, roi_size = parts.head, parts.head_input_size
@@ -270,3 +270,23 @@ def build_detector(cfg: ModelConfig, num_classes: int, inference: InferenceConfi
     transform = GeneralizedRCNNTransform(cfg.test_scale, cfg.max_size, list(parts.mean), list(parts.std),
                                          size_divisible=parts.stride)
     return Detector(transform, regions, parts.num_features, num_classes, cfg, inference or InferenceConfig())
+
+
+def pretraining_hint(weights: str | None, cfg: ModelConfig) -> str:
+    """When `weights` is a `detect pretrain` checkpoint built with other backbone options than the
+    detector's (a recipe's fc_width, say), the two settings side by side: what to make equal."""
+    if not weights or str(weights) == "torchvision":
+        return ""
+    try:
+        saved = torch.load(weights, map_location="cpu", weights_only=True)["config"]["model"]
+        theirs = {"backbone": saved["name"], "width": saved["width"], **(saved.get("options") or {})}
+    except Exception:  # not a pretrain checkpoint (a plain state_dict, say): nothing to compare
+        return ""
+    ours = {"backbone": cfg.backbone, "width": cfg.width, **cfg.backbone_options}
+    differ = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+    if not differ:
+        return ""
+    show = lambda side: ", ".join(f"{k} {side.get(k, 'default')}" for k in differ)  # noqa: E731
+    return (f". The file was pretrained with {show(theirs)}; this detector asks for {show(ours)} "
+            "(model.backbone, model.width, model.backbone_options): build both with the same shapes, e.g. "
+            "`detect pretrain ... model.options.fc_width=1024` for a recipe with fc_width 1024")
