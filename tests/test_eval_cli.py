@@ -44,6 +44,17 @@ def test_eval_prints_table_and_writes_json(spec, tmp_path, capsys):
         assert f"{name} " in printed
     map_line = next(line for line in printed.splitlines() if line.startswith("mAP"))
     assert f"{expected['mAP']:.4f}" in map_line
+    assert "images have detections" not in printed  # every image has some
+
+
+def test_eval_says_when_the_results_cover_only_some_images(spec, tmp_path, capsys):
+    dataset = build_dataset(spec)
+    predictions = noisy_predictions(dataset)
+    for p in predictions[3:]:  # as `detect infer` on three of the dataset's images writes them
+        p.update(boxes=p["boxes"][:0], scores=p["scores"][:0], labels=p["labels"][:0])
+    results = write_coco_results(tmp_path / "three.json", dataset, predictions)
+    assert cli.main(["eval", "--data", spec, "--results", str(results)]) == 0
+    assert f"note: 3 of the {len(dataset)} images have detections in {results}" in capsys.readouterr().out
 
 
 def test_eval_reads_devkit_folders_and_scores_coco(spec, tmp_path, capsys):

@@ -42,6 +42,10 @@ def main(args) -> int:
     result = evaluate(dataset, predictions, args.metric, use_difficult=args.use_difficult)
     result["results"] = str(results)
     print(format_table(result))
+    with_detections = sum(len(p["scores"]) > 0 for p in predictions)
+    if with_detections < len(predictions):  # e.g. `detect infer` run on a few of the dataset's images
+        print(f"note: {with_detections} of the {len(predictions)} images have detections in {results}; "
+              "the objects of the others count as missed")
     if dataset.skips:
         print(f"note: {dataset.skips.summary()}")
         result["skips"] = dict(dataset.skips.counts)
