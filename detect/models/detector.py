@@ -286,7 +286,9 @@ def pretraining_hint(weights: str | None, cfg: ModelConfig) -> str:
     differ = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
     if not differ:
         return ""
-    show = lambda side: ", ".join(f"{k} {side.get(k, 'default')}" for k in differ)  # noqa: E731
+    def show(side: dict) -> str:
+        return ", ".join(f"{k} {side.get(k, 'default')}" for k in differ)
+
     return (f". The file was pretrained with {show(theirs)}; this detector asks for {show(ours)} "
             "(model.backbone, model.width, model.backbone_options): build both with the same shapes, e.g. "
             "`detect pretrain ... model.options.fc_width=1024` for a recipe with fc_width 1024")
