@@ -141,7 +141,7 @@ class Detector(nn.Module):
         """Each region's classification loss as background (-log p_bg), per image: hard-negative mining's
         score. Batch norms in the head normalise as in training but keep their running statistics."""
         with running_statistics_frozen(self.regions):
-            logits = self.classifier(self.regions.from_features(features.detach(), boxes))
+            logits = self.classifier(self.regions.from_features(features, boxes))
         loss = -F.log_softmax(logits.float(), dim=-1)[:, 0]
         return list(loss.split([len(b) for b in boxes]))
 

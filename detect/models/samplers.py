@@ -164,19 +164,15 @@ class RegionSampler:
                          background_loss: BackgroundLoss) -> list[torch.Tensor]:
         """Per image, the drawn background RoIs replaced by the same number of the hardest among
         `hard_negative_pool` background candidates drawn at random (at least as many as it replaces)."""
+        wanted = [int((lab[k] == 0).sum()) for lab, k in zip(labels, keep)]
         pools = []
-        for lab, k in zip(labels, keep):
-            wanted = int((lab[k] == 0).sum())
+        for lab, n in zip(labels, wanted):
             candidates = torch.where(lab == 0)[0]
-            size = max(self.cfg.hard_negative_pool, wanted)
-            pools.append(candidates[torch.randperm(len(candidates), device=candidates.device)[:size]])
+            order = torch.randperm(len(candidates), device=candidates.device)
+            pools.append(candidates[order[:max(self.cfg.hard_negative_pool, n)]])
         losses = background_loss([b[pool] for b, pool in zip(boxes, pools)])
-        mined = []
-        for lab, k, pool, loss in zip(labels, keep, pools, losses):
-            wanted = int((lab[k] == 0).sum())
-            hardest = pool[loss.topk(wanted).indices] if wanted else pool[:0]
-            mined.append(torch.cat([k[lab[k] != 0], hardest]))
-        return mined
+        return [torch.cat([k[lab[k] != 0], pool[loss.topk(n).indices]])
+                for lab, k, pool, loss, n in zip(labels, keep, pools, losses, wanted)]
 
     def _draw(self, labels: list[torch.Tensor]) -> list[torch.Tensor]:
         """Indices kept per image: balanced per image, or balanced over the whole batch (R-CNN)."""
