@@ -55,6 +55,7 @@ class TrainConfig:
     lr_gamma: float = 0.1  # lr multiplier at each of lr_steps
     warmup_steps: int = 0  # linear warm-up from lr / 10
     grad_clip: float | None = None  # clip the gradient norm to this (None: no clipping)
+    weight_average: float | None = None  # decay of an exponential moving average of the weights, evaluated and saved as the model (None: off)
     seed: int = 0  # initial weights, sample order, flips and region sampling
     checkpoint_every: int = 1000  # steps between checkpoints (out_dir/last.pth); also at the end and on SIGTERM/SIGINT
     eval_every: int = 0  # 0: only at the end
@@ -81,6 +82,8 @@ class TrainConfig:
             value = getattr(self, key)
             if not value >= 0 or value == float("inf"):
                 raise ValueError(f"{key} must be >= 0, got {value}")
+        if self.weight_average is not None and not 0.0 < self.weight_average < 1.0:
+            raise ValueError(f"weight_average (the average's decay) must be in (0, 1), got {self.weight_average}")
         bad = [m for m in self.metrics if m not in METRICS]
         if bad:
             raise ValueError(f"unknown metric(s) {bad}; choose from {list(METRICS)}")

@@ -29,6 +29,7 @@ from detect.engine.train_loop import (BEST_CHECKPOINT, LAST_CHECKPOINT, BestChec
                                      LRScheduler, MetricsWriter, NaNCheck, PeriodicCheckpointer, ProgressBar,
                                      StopAgreement, StreamBatches, TrainerBase, TrainingDiverged,
                                       optimizer_update)
+from detect.engine.weight_average import WeightAverage
 from detect.evaluation.fit_diagnosis import FitDiagnosis, side_by_side
 from detect.models.detector import build_detector
 from detect.utils import distributed as dist_utils
@@ -78,6 +79,7 @@ class DetectionTrainer(TrainerBase):
 
         self.model = prepare_model(build_detector(cfg.model, len(self.classes), cfg.test, weights), self.device,
                                    t.channels_last)
+        self.average = WeightAverage(self.model, t.weight_average) if t.weight_average else None
         self.ddp = self.model
         if self.distributed:
             self.ddp = DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None,
@@ -136,15 +138,26 @@ class DetectionTrainer(TrainerBase):
                           generator=torch.Generator().manual_seed(self.cfg.train.seed))
 
     # ------------------------------------------------------------------ checkpoints
+    @property
+    def evaluated_model(self) -> torch.nn.Module:
+        """What evaluation scores and checkpoints hand to `detect test`: the weight average when on."""
+        return self.average.module if self.average is not None else self.model
+
     def state_dict(self) -> dict:
-        return {"kind": "detector", "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        average = ({"trained_model": self.model.state_dict(), "average_updates": self.average.updates}
+                   if self.average is not None else {})
+        return {"kind": "detector", "model": self.evaluated_model.state_dict(), **average,
+                "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "classes": self.classes, "config": to_dict(self.cfg),
                 "best_map": self.best if self.best is not None else float("-inf")}  # validation mAP of best.pth
 
     def load_state_dict(self, checkpoint: dict, path: Path) -> None:
         check_compatible(checkpoint, path, self.cfg, self.classes)
-        self.model.load_state_dict(checkpoint["model"])
+        self.model.load_state_dict(checkpoint.get("trained_model", checkpoint["model"]))
+        if self.average is not None:  # resumed from a run without the average: it starts from the weights
+            self.average.module.load_state_dict(checkpoint["model"])
+            self.average.updates = checkpoint.get("average_updates", 0)
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.scaler.load_state_dict(checkpoint["scaler"])
@@ -171,6 +184,8 @@ class DetectionTrainer(TrainerBase):
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         optimizer_update(self.optimizer, self.scaler, self.model.parameters(), self.cfg.train.grad_clip)
+        if self.average is not None:
+            self.average.update(self.model)
 
     def set_stage(self) -> None:
         """Joint training, or the classifier stage then the localisation stage (separate training)."""
@@ -207,7 +222,7 @@ class DetectionTrainer(TrainerBase):
 
     def score(self, data: ProposalDataset, metrics: list[str], split: str) -> dict[str, dict]:
         t = self.cfg.train
-        predictions = predict(self.model, data, self.device, t.amp, t.progress)
+        predictions = predict(self.evaluated_model, data, self.device, t.amp, t.progress)
         if not dist_utils.is_main_process():
             return {}
         results = evaluate_predictions(data.dataset, predictions, metrics)
