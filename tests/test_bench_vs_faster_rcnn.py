@@ -31,3 +31,16 @@ def test_bench_trains_both_and_writes_each_sides_detections(tmp_path):
         assert cli.main(["eval", "--data", "shapes:30:0:test", "--results", str(out / side / "detections.json"),
                          "--json", str(scored)]) == 0
         assert json.loads(scored.read_text())["mAP"] == pytest.approx(summary[name]["voc07_mAP"], abs=1e-6)
+
+
+def test_bench_trains_the_peer_once_per_weight_average(tmp_path):
+    config = tiny_config(tmp_path, tmp_path / "proposals", "fast", train={"steps": 2, "threads": 1})
+    out = tmp_path / "bench"
+    done = subprocess.run([sys.executable, "tools/bench_vs_faster_rcnn.py", "--config", str(config), "--out", str(out),
+                           "--skip", "ours", "--peer-weight-average", "0.5,none"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = re.findall(r"^(torchvision FasterRCNN wa \S+)\s+[\d.]+\s+\d+\s+\d+$", done.stdout, re.M)
+    assert rows == ["torchvision FasterRCNN wa 0.5", "torchvision FasterRCNN wa none"], done.stdout[-2000:]
+    averaged, plain = ((out / folder / "detections.json").read_text() for folder in ("peer_wa_0.5", "peer_wa_none"))
+    assert averaged != plain, "the averaged peer scores with other weights than the last ones"

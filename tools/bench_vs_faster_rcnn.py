@@ -17,10 +17,14 @@ with its confusion matrix at score 0.5 (confusion_matrix.json: missed, mislocali
 two detectors' errors can be compared, not only their mAPs.
 `--peer-color-jitter 0.4,0.0` trains the peer once per value (default: the config's `data.color_jitter`,
 the same augmentation as ours); 0.0 is the peer with flips only, as torchvision's reference recipe.
+`--peer-weight-average 0.999,none` likewise for the average of its weights (default: the config's
+`train.weight_average`, as ours; none is torchvision's detection reference, which has no average).
+Several values of both train the peer once per pair.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -40,6 +44,7 @@ from detect.engine.detection_data import (ProposalDataset, cached_proposals, col
                                          join_datasets)
 from detect.engine.detection_inference import evaluate_predictions, load_detector, predict
 from detect.engine.detection_trainer import lr_factor, train_detector
+from detect.engine.weight_average import WeightAverage
 from detect.data.samplers import SeededSampler
 from detect.evaluation.confusion import confusion_matrix
 from detect.evaluation.evaluate import format_table
@@ -78,12 +83,15 @@ class FlippedImages(torch.utils.data.Dataset):
         return image, {"boxes": target["boxes"], "labels": target["labels"]}, None
 
 
-def train_peer(cfg: DetectionConfig, weights: str | None, color_jitter: float) -> tuple[FasterRCNN, list[str]]:
+def train_peer(cfg: DetectionConfig, weights: str | None, color_jitter: float,
+               weight_average: float | None) -> tuple[torch.nn.Module, list[str]]:
+    """The trained peer (the average of its weights when weight_average is set) and its classes."""
     t = cfg.train
     torch.manual_seed(t.seed)
     train_set = join_datasets(cfg.data.train, cfg.data.classes)
     model = build_peer(cfg, len(train_set.classes), weights)
     model.train()
+    average = WeightAverage(model, weight_average) if weight_average else None
     optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, t.lr_steps, t.lr_gamma, t.warmup_steps))
@@ -104,13 +112,15 @@ def train_peer(cfg: DetectionConfig, weights: str | None, color_jitter: float) -
                 torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
             optimizer.step()
             scheduler.step()
+            if average is not None:
+                average.update(model)
             step += 1
             if step % max(1, t.log_every) == 0:
                 print(f"peer step {step}: " + ", ".join(f"{k} {v.item():.3f}" for k, v in losses.items()), flush=True)
             if step >= t.steps:
                 break
         epoch += 1
-    return model, train_set.classes
+    return (average.module if average is not None else model), train_set.classes
 
 
 @torch.no_grad()
@@ -141,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", choices=["ours", "peer"], help="run one side only")
     parser.add_argument("--peer-color-jitter", type=lambda text: [float(v) for v in text.split(",")],
                         metavar="V[,V...]", help="train the peer once per value (default: data.color_jitter, as ours)")
+    parser.add_argument("--peer-weight-average", metavar="D[,D...]",
+                        type=lambda text: [None if v == "none" else float(v) for v in text.split(",")],
+                        help="train the peer once per decay, none = no average (default: train.weight_average, as ours)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -164,22 +177,24 @@ def main(argv: list[str] | None = None) -> int:
         write_errors(out / "ours", test_set, predictions)
     if args.skip != "peer":
         jitters = args.peer_color_jitter or [cfg.data.color_jitter]
-        for jitter in jitters:
+        averages = args.peer_weight_average or [cfg.train.weight_average]
+        for jitter, average in itertools.product(jitters, averages):
             tic = time.perf_counter()
-            peer, classes = train_peer(cfg, args.weights, jitter)
+            peer, classes = train_peer(cfg, args.weights, jitter, average)
             train_seconds = time.perf_counter() - tic
             if classes != test_set.classes:
                 raise SystemExit(f"class lists differ: train {classes}, test {test_set.classes}")
             tic = time.perf_counter()
             predictions = predict_peer(peer, test_set, cfg.model.test_scale)
             result = evaluate_predictions(test_set, predictions, ["voc07"])["voc07"]
-            name = "torchvision FasterRCNN" + (f" cj {jitter:g}" if len(jitters) > 1 else "")
-            rows[name] = (result, train_seconds, time.perf_counter() - tic)
-            write_errors(out / ("peer" + (f"_cj{jitter:g}" if len(jitters) > 1 else "")), test_set, predictions)
+            variant = ((f" cj {jitter:g}" if len(jitters) > 1 else "")
+                       + (f" wa {average or 'none'}" if len(averages) > 1 else ""))
+            rows["torchvision FasterRCNN" + variant] = (result, train_seconds, time.perf_counter() - tic)
+            write_errors(out / ("peer" + variant.replace(" ", "_")), test_set, predictions)
 
     print(f"\n{cfg.data.test}: {cfg.model.backbone} width {cfg.model.width}, {cfg.train.steps} steps x "
           f"{cfg.train.images_per_batch} images at {cfg.model.train_scales} px, weights {args.weights or 'none'}, "
-          f"colour jitter ours {cfg.data.color_jitter:g}")
+          f"colour jitter ours {cfg.data.color_jitter:g}, weight average ours {cfg.train.weight_average or 'none'}")
     for name, (result, train_s, test_s) in rows.items():
         print(f"\n== {name} ==\n{format_table(result)}")
     print(f"\n{'detector':<30} {'VOC07 mAP':>9} {'train s':>8} {'test s':>7}")
