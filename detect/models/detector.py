@@ -45,6 +45,7 @@ class ModelConfig:
     # RoIAlign samples per bin side: 1 costs a quarter of torchvision's usual 2 (at 2000 RoIs on a CPU that
     # is ~10% of the whole detector's time); Mask R-CNN found AP insensitive to the number of samples
     roi_sampling_ratio: int = 1  # RoIAlign samples per bin side
+    roi_context: float = 1.0  # fast mode: each RoI pooled over its box grown by this factor (1.5: half its size of surround)
     # Fast R-CNN: the RoI layer replaces the head's first max-pool (VGG pool5, GoogLeNet pool4) and
     # pools straight to 7x7; false pools to 14x14 and keeps that pool. ResNet (conv5) always takes 14x14.
     roi_replaces_pool: bool = True  # RoIs pooled to 7x7 in place of the head's first max-pool
@@ -82,6 +83,8 @@ class ModelConfig:
             raise ValueError(f"box_loss_beta must be > 0, got {self.box_loss_beta}")
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        if not 1.0 <= self.roi_context < float("inf"):
+            raise ValueError(f"roi_context must be a finite factor >= 1 (1: the box alone), got {self.roi_context}")
         if self.auxiliary_rpn_weight < 0:
             raise ValueError(f"auxiliary_rpn_weight must be >= 0, got {self.auxiliary_rpn_weight}")
         if self.sampler is not None and self.sampler.hard_negative_pool and self.mode != "fast":
@@ -263,7 +266,7 @@ def build_detector(cfg: ModelConfig, num_classes: int, inference: InferenceConfi
         if cfg.roi_replaces_pool and parts.roi_head is not None:
             head, roi_size = parts.roi_head, parts.roi_head_input_size
         regions = PooledRegions(parts.trunk, head, parts.num_features, roi_size,
-                                parts.stride, cfg.roi_pool, cfg.chunk_size, cfg.roi_sampling_ratio)
+                                parts.stride, cfg.roi_pool, cfg.chunk_size, cfg.roi_sampling_ratio, cfg.roi_context)
     else:
         regions = WarpedRegions(parts.trunk, parts.head, parts.num_features, cfg.warp_size, cfg.context_padding,
                                 cfg.chunk_size)

@@ -49,7 +49,11 @@ def with_context(boxes: torch.Tensor, warp_size: int, context: int) -> torch.Ten
     """Grow each box so that, once warped to warp_size, `context` pixels of surround lie on every side."""
     if context <= 0:
         return boxes
-    scale = warp_size / (warp_size - 2.0 * context)
+    return grown(boxes, warp_size / (warp_size - 2.0 * context))
+
+
+def grown(boxes: torch.Tensor, scale: float) -> torch.Tensor:
+    """Each box's width and height times `scale`, about its centre."""
     centre = (boxes[:, :2] + boxes[:, 2:]) / 2
     half = (boxes[:, 2:] - boxes[:, :2]) / 2 * scale
     return torch.cat([centre - half, centre + half], dim=1)
@@ -59,10 +63,14 @@ class PooledRegions(nn.Module):
     """Fast R-CNN: one trunk pass per image, RoI pooling to the head's input size, per-region head."""
 
     def __init__(self, trunk: nn.Module, head: nn.Module, num_features: int, output_size: int = 14,
-                 stride: int = 16, pool: str = "align", chunk_size: int = 512, sampling_ratio: int = 1) -> None:
+                 stride: int = 16, pool: str = "align", chunk_size: int = 512, sampling_ratio: int = 1,
+                 context: float = 1.0) -> None:
         super().__init__()
         if pool not in ("align", "pool"):
             raise ValueError(f"RoI pooling must be 'align' or 'pool', got {pool!r}")
+        if not 1.0 <= context < float("inf"):
+            raise ValueError(f"RoI context must be a finite factor >= 1, got {context}")
+        self.context = context  # each RoI pooled over its box grown by this factor: the head sees the surround
         self.trunk, self.head = trunk, head
         self.output_size, self.spatial_scale = output_size, 1.0 / stride
         self.pool, self.chunk_size, self.num_features = pool, chunk_size, num_features
@@ -94,6 +102,8 @@ class PooledRegions(nn.Module):
         above) and its CPU roi_pool kernel takes fp32 only."""
         dtype = features.dtype
         features, rois = features.float(), rois.float()
+        if self.context != 1.0:
+            rois = torch.cat([rois[:, :1], grown(rois[:, 1:], self.context)], dim=1)
         if self.pool == "pool":
             return roi_pool(features, rois, self.output_size, self.spatial_scale).to(dtype)
         return roi_align(features, rois, self.output_size, self.spatial_scale, self.sampling_ratio, aligned=True).to(dtype)
