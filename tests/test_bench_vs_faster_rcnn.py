@@ -20,8 +20,9 @@ def test_bench_trains_both_and_writes_each_sides_detections(tmp_path):
     done = subprocess.run([sys.executable, "tools/bench_vs_faster_rcnn.py", "--config", str(config), "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    table = dict(re.findall(r"^(ours|torchvision FasterRCNN)\s+([\d.]+)\s+\d+\s+\d+$", done.stdout, re.M))
-    assert set(table) == {"ours", "torchvision FasterRCNN"}, done.stdout[-2000:]
+    table = dict(re.findall(r"^(ours|torchvision FasterRCNN|ours scoring its boxes)\s+([\d.]+)\s+\d+\s+\d+$",
+                            done.stdout, re.M))
+    assert set(table) == {"ours", "torchvision FasterRCNN", "ours scoring its boxes"}, done.stdout[-2000:]
     summary = json.loads((out / "bench_vs_faster_rcnn.json").read_text())
     for side, name in (("ours", "ours"), ("peer", "torchvision FasterRCNN")):
         assert summary[name]["voc07_mAP"] == pytest.approx(float(table[name]), abs=5e-5)
@@ -44,3 +45,31 @@ def test_bench_trains_the_peer_once_per_weight_average(tmp_path):
     assert rows == ["torchvision FasterRCNN wa 0.5", "torchvision FasterRCNN wa none"], done.stdout[-2000:]
     averaged, plain = ((out / folder / "detections.json").read_text() for folder in ("peer_wa_0.5", "peer_wa_none"))
     assert averaged != plain, "the averaged peer scores with other weights than the last ones"
+
+
+def test_scores_on_boxes_keeps_the_boxes_and_gives_our_probability_of_each_label(bccd_checkpoint):
+    import importlib.util
+
+    import numpy as np
+    import torch
+
+    from detect.data.spec import build_dataset
+    from detect.engine.detection_inference import load_detector
+
+    spec = importlib.util.spec_from_file_location("bench_peer", ROOT / "tools" / "bench_vs_faster_rcnn.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    checkpoint, config, _ = bccd_checkpoint
+    model, cfg, classes = load_detector(checkpoint, device="cpu")
+    dataset = build_dataset(cfg.data.test, classes)
+    box = [[30.0, 40.0, 200.0, 180.0]]
+    # the same box once per class: our probabilities of the classes, which leave the rest to background
+    found = [{"boxes": np.array(box * len(classes)), "labels": np.arange(1, len(classes) + 1),
+              "scores": np.full(len(classes), 0.9)}]
+    rescored = bench.scores_on_boxes(model, dataset, found)[0]
+    np.testing.assert_array_equal(rescored["boxes"], found[0]["boxes"])
+    np.testing.assert_array_equal(rescored["labels"], found[0]["labels"])
+    with torch.no_grad():
+        probabilities, _ = model.region_predictions([dataset[0][0]], [torch.tensor(box)])[0]
+    np.testing.assert_allclose(rescored["scores"], probabilities[0, 1:].numpy(), rtol=1e-5)
+    assert 0.0 < rescored["scores"].sum() < 1.0 and not np.allclose(rescored["scores"], 0.9)

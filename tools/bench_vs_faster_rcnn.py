@@ -12,6 +12,9 @@ TwoMLPHead, smooth-L1 box loss, 512 RoIs per image, NMS 0.5), its anchors sized 
         data.train=[voc-dirs:...] data.test=voc-dirs:...
 
 Prints both per-class tables and the two mAPs side by side, with the training and test seconds.
+With both sides run, a third row, "ours scoring its boxes", keeps the peer's detections (boxes and
+labels) and replaces each score by our head's probability of that label: the same boxes, so its mAP
+against the peer's tells whether a gap lies in the candidates or in how the head ranks them.
 Each side's test detections land in OUT/<side>/detections.json (COCO results, `detect eval` reads them)
 with its confusion matrix at score 0.5 (confusion_matrix.json: missed, mislocalised, background), so the
 two detectors' errors can be compared, not only their mAPs.
@@ -135,6 +138,23 @@ def predict_peer(model: FasterRCNN, dataset, test_scale: int) -> list[dict]:
     return predictions
 
 
+@torch.no_grad()
+def scores_on_boxes(model: torch.nn.Module, dataset, predictions: list[dict]) -> list[dict]:
+    """The same boxes and labels (another detector's), each scored by our head instead: our soft-max
+    probability of the box's label. Splits a gap between the two into candidates (the boxes) and ranking
+    (the scores): equal boxes, so any change in AP is the scores' alone."""
+    model.eval()
+    rescored = []
+    for index, found in enumerate(predictions):
+        image, _ = dataset[index]
+        boxes = torch.as_tensor(found["boxes"], dtype=torch.float32).reshape(-1, 4)
+        labels = torch.as_tensor(found["labels"], dtype=torch.long).reshape(-1)
+        probabilities, _ = model.region_predictions([image], [boxes])[0]
+        rescored.append({"boxes": boxes.numpy(), "labels": labels.numpy(),
+                         "scores": probabilities[torch.arange(len(boxes)), labels].numpy()})
+    return rescored
+
+
 def write_errors(folder: Path, dataset, predictions: list[dict]) -> None:
     """detections.json and confusion_matrix.json (score >= 0.5), as `detect test` writes them."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -162,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     test_set = build_dataset(cfg.data.test, cfg.data.classes)
-    rows = {}
+    rows, model = {}, None
     if args.skip != "ours":
         tic = time.perf_counter()
         train_detector(replace(cfg, data=replace(cfg.data, val=None)), weights=args.weights)
@@ -191,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
                        + (f" wa {average or 'none'}" if len(averages) > 1 else ""))
             rows["torchvision FasterRCNN" + variant] = (result, train_seconds, time.perf_counter() - tic)
             write_errors(out / ("peer" + variant.replace(" ", "_")), test_set, predictions)
+            if model is not None:
+                tic = time.perf_counter()
+                rescored = evaluate_predictions(test_set, scores_on_boxes(model, test_set, predictions), ["voc07"])
+                rows["ours scoring its boxes" + variant] = (rescored["voc07"], 0.0, time.perf_counter() - tic)
 
     print(f"\n{cfg.data.test}: {cfg.model.backbone} width {cfg.model.width}, {cfg.train.steps} steps x "
           f"{cfg.train.images_per_batch} images at {cfg.model.train_scales} px, weights {args.weights or 'none'}, "
