@@ -39,10 +39,3 @@ class WeightAverage:
             if not v.is_floating_point():  # counters (BN's num_batches_tracked) follow the live model
                 v.copy_(live[k])
         self.updates += 1
-
-    def state_dict(self) -> dict:
-        return {"module": self.module.state_dict(), "updates": self.updates, "decay": self.decay}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.module.load_state_dict(state["module"])
-        self.updates = state["updates"]
