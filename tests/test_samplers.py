@@ -179,3 +179,28 @@ def test_hard_negative_pool_is_refused_when_it_cannot_apply():
         assert "per_image" in str(err)
     else:
         raise AssertionError("hard negatives across the batch accepted")
+
+
+def test_hard_negative_jitter_surrounds_the_hardest_mined_boxes_with_background_copies():
+    torch.manual_seed(0)
+    proposals, targets = hard_mining_case()
+    cfg = SamplerConfig(batch_size=64, fg_fraction=0.25, bg_iou_low=0.0, hard_negative_pool=1000,
+                        hard_negative_jitter=3)
+    out = RegionSampler(cfg)([proposals], targets, lambda boxes: [b[:, 0] for b in boxes])[0]
+    background = out.boxes[out.labels == 0]
+    assert len(background) == 48 and (out.labels > 0).sum() == 16  # the split is unchanged
+    seeds = background[:12]  # the hardest quarter of the 48 mined: the right-most 12 proposals
+    assert sorted(seeds[:, 0].tolist()) == [200.0 + i for i in range(288, 300)]
+    copies = background[12:]
+    assert not any((copies == row).all(dim=1).any() for row in proposals), "the other 36 are new boxes"
+    assert (box_iou(copies, seeds).max(dim=1).values > 0.2).all(), "each copy lies near a seed"
+    assert (out.ious[out.labels == 0] < 0.5).all()
+
+
+def test_hard_negative_jitter_needs_the_pool():
+    import pytest
+
+    with pytest.raises(ValueError, match="hard_negative_jitter needs hard_negative_pool"):
+        SamplerConfig(hard_negative_jitter=3).validate()
+    with pytest.raises(ValueError, match="hard_negative_jitter must be"):
+        SamplerConfig(hard_negative_pool=10, hard_negative_jitter=-1).validate()

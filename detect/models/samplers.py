@@ -17,6 +17,10 @@ hard example mining does (Shrivastava et al., CVPR 2016): that many background c
 are scored by the current network (no gradient) and the worst-classified of them fill the background
 share of the batch. Drawn at random, most background RoIs are regions the classifier already rejects;
 an RPN-fed head (the peer's) sees mostly object-like ones, the mined ones are those.
+`hard_negative_jitter` (with the pool) goes one step further towards an RPN's proposals: the hardest
+quarter (for 3 copies) of the mined background lends jittered copies of itself that stay background,
+so the head sees each confusing region (an unlabelled object, say) from many nearby boxes, as it sees
+every labelled object through `gt_jitter`.
 """
 from __future__ import annotations
 
@@ -43,6 +47,7 @@ class SamplerConfig:
     per_image: bool = True  # balance per image (Fast R-CNN) or over the whole batch (R-CNN)
     gt_jitter: int = 0  # training: this many jittered copies of each ground-truth box join the proposals; 0 off
     hard_negative_pool: int = 0  # background candidates per image scored to keep the hardest (OHEM); 0: drawn at random
+    hard_negative_jitter: int = 0  # with the pool: jittered copies of each of the hardest 1/(N+1) mined boxes replace the rest; 0 off
 
     def validate(self) -> None:
         if self.batch_size < 1:
@@ -57,6 +62,11 @@ class SamplerConfig:
         if not isinstance(self.hard_negative_pool, int) or isinstance(self.hard_negative_pool, bool) \
                 or self.hard_negative_pool < 0:
             raise ValueError(f"hard_negative_pool must be a whole number >= 0, got {self.hard_negative_pool!r}")
+        if not isinstance(self.hard_negative_jitter, int) or isinstance(self.hard_negative_jitter, bool) \
+                or self.hard_negative_jitter < 0:
+            raise ValueError(f"hard_negative_jitter must be a whole number >= 0, got {self.hard_negative_jitter!r}")
+        if self.hard_negative_jitter and not self.hard_negative_pool:
+            raise ValueError("hard_negative_jitter needs hard_negative_pool > 0 (it jitters the mined background)")
         if self.hard_negative_pool and not self.per_image:
             raise ValueError("hard_negative_pool needs per_image: true (hard negatives are chosen per image)")
 
@@ -148,15 +158,19 @@ class RegionSampler:
 
     def __call__(self, proposals: list[torch.Tensor], targets: list[dict],
                  background_loss: BackgroundLoss | None = None) -> list[SampledRegions]:
-        boxes, labels, matched, ious = [], [], [], []
+        boxes, labels, matched, ious, truths = [], [], [], [], []
         for props, target in zip(proposals, targets):
             gt_boxes = target["boxes"].to(props)
             props = torch.cat([add_ground_truth(props, gt_boxes), jitter_ground_truth(gt_boxes, self.cfg.gt_jitter)])
             lab, gt, iou = assign_labels(props, gt_boxes, target["labels"].to(props.device), self.cfg)
             boxes.append(props), labels.append(lab), matched.append(gt), ious.append(iou)
+            truths.append((gt_boxes, target["labels"].to(props.device)))
         keep = self._draw(labels)
         if self.cfg.hard_negative_pool and background_loss is not None:
             keep = self._mine_background(boxes, labels, keep, background_loss)
+            if self.cfg.hard_negative_jitter:
+                keep = [self._jitter_hard_negatives(i, boxes, labels, matched, ious, k, *truth)
+                        for i, (k, truth) in enumerate(zip(keep, truths))]
         return [SampledRegions(b[k], lab[k], gt[k], iou[k])
                 for b, lab, gt, iou, k in zip(boxes, labels, matched, ious, keep)]
 
@@ -173,6 +187,23 @@ class RegionSampler:
         losses = background_loss([b[pool] for b, pool in zip(boxes, pools)])
         return [torch.cat([k[lab[k] != 0], pool[loss.topk(n).indices]])
                 for lab, k, pool, loss, n in zip(labels, keep, pools, losses, wanted)]
+
+    def _jitter_hard_negatives(self, i: int, boxes, labels, matched, ious, keep: torch.Tensor,
+                               gt_boxes: torch.Tensor, gt_labels: torch.Tensor) -> torch.Tensor:
+        """Image i's kept indices with its background share rebuilt: the hardest 1/(N+1) of the mined
+        boxes (mined hardest first), their jittered copies that stay background (appended to image i's
+        regions), then the next hardest mined ones if copies fall short."""
+        foreground, background = keep[labels[i][keep] != 0], keep[labels[i][keep] == 0]
+        n = len(background)
+        seeds = background[:-(-n // (self.cfg.hard_negative_jitter + 1))]
+        copies = jitter_ground_truth(boxes[i][seeds], self.cfg.hard_negative_jitter)
+        lab, gt, iou = assign_labels(copies, gt_boxes, gt_labels, self.cfg)
+        chosen = torch.where(lab == 0)[0][:n - len(seeds)]
+        added = torch.arange(len(boxes[i]), len(boxes[i]) + len(chosen), device=keep.device)
+        boxes[i], labels[i] = torch.cat([boxes[i], copies[chosen]]), torch.cat([labels[i], lab[chosen]])
+        matched[i], ious[i] = torch.cat([matched[i], gt[chosen]]), torch.cat([ious[i], iou[chosen]])
+        rest = background[len(seeds):len(seeds) + n - len(seeds) - len(chosen)]
+        return torch.cat([foreground, seeds, added, rest])
 
     def _draw(self, labels: list[torch.Tensor]) -> list[torch.Tensor]:
         """Indices kept per image: balanced per image, or balanced over the whole batch (R-CNN)."""
