@@ -26,7 +26,7 @@ from detect.models.auxiliary_rpn import auxiliary_rpn_losses, build_auxiliary_rp
 from detect.models.box_coder import BoxCoder
 from detect.models.image_pyramid import pyramid_region_features, pyramid_transforms
 from detect.models.localisation_head import LocalisationHead, box_loss
-from detect.models.postprocess import InferenceConfig, decode_class_boxes, detect_objects
+from detect.models.postprocess import InferenceConfig, decode_class_boxes, detect_objects, mirror_boxes
 from detect.models.region_features import PooledRegions, WarpedRegions, running_statistics_frozen
 from detect.models.samplers import RegionSampler, SampledRegions, SamplerConfig, fast_rcnn_sampler, rcnn_sampler
 
@@ -152,7 +152,19 @@ class Detector(nn.Module):
                            ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Test time, before the threshold and NMS: per image, soft-max scores [R,C+1] and per-class boxes
         [R,C,4] in the image's own pixels (what an ensemble averages). One scale, or test.scales' pyramid;
-        with refine_pool, the regions of every refinement iteration one after the other."""
+        with refine_pool, the regions of every refinement iteration one after the other; with test.flip,
+        the mean of the image's and its mirror's (the same regions, mirrored, then mirrored back)."""
+        found = self.unflipped_region_predictions(images, proposals)
+        if not self.inference.flip:
+            return found
+        widths = [image.shape[-1] for image in images]
+        mirrored = self.unflipped_region_predictions(
+            [image.flip(-1) for image in images], [mirror_boxes(p, w) for p, w in zip(proposals, widths)])
+        return [((scores + m_scores) / 2, (boxes + mirror_boxes(m_boxes, w)) / 2)
+                for (scores, boxes), (m_scores, m_boxes), w in zip(found, mirrored, widths)]
+
+    def unflipped_region_predictions(self, images: list[torch.Tensor], proposals: list[torch.Tensor]
+                                     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         original_sizes = [tuple(image.shape[-2:]) for image in images]
         if self.inference.scales and self.cfg.mode == "fast":
             proposals = [p.to(images[0]) for p in proposals]

@@ -21,7 +21,7 @@ from torch import nn
 from torchvision.ops import clip_boxes_to_image
 
 from detect.models.detector import Detector
-from detect.models.postprocess import decode_class_boxes
+from detect.models.postprocess import decode_class_boxes, mirror_boxes
 from detect.models.region_features import PooledRegions, with_context
 
 
@@ -33,6 +33,14 @@ class ExportableDetector(nn.Module):
         self.detector = detector.eval()
 
     def forward(self, image: torch.Tensor, proposals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores, boxes = self.unflipped(image, proposals)
+        if not self.detector.inference.flip:  # Detector.region_predictions' test.flip: mean with the mirror's
+            return scores, boxes
+        width = torch._shape_as_tensor(image)[-1].to(torch.float32)
+        m_scores, m_boxes = self.unflipped(image.flip(-1), mirror_boxes(proposals, width))
+        return (scores + m_scores) / 2, (boxes + mirror_boxes(m_boxes, width)) / 2
+
+    def unflipped(self, image: torch.Tensor, proposals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         detector = self.detector
         transform = detector.transform
         original = torch._shape_as_tensor(image)[-2:].to(torch.float32)

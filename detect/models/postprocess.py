@@ -23,6 +23,8 @@ class InferenceConfig:
     refine_pool: bool = False  # refinement: NMS over every iteration's boxes, not the last one's (Gidaris & Komodakis 2015)
     # box voting (same paper; detectron's BBOX_VOTE uses 0.8): None is off
     box_voting_iou: float | None = None  # each kept box -> score-weighted mean of its class's boxes with IoU >= this
+    # test-time flip (detectron2's TTA flip): every region also scored on the mirrored image, the two averaged
+    flip: bool = False  # posteriors and (un-mirrored) boxes averaged over the image and its mirror; 2x the test cost
     # Fast R-CNN §3.1: the region head's fc layers replaced at load time by their rank-t SVD (fewer multiply-adds per RoI)
     # multi-scale test (fast mode; SPP / Fast R-CNN): the image pyramid's shorter sides, each RoI scored at one of them
     scales: list[int] = field(default_factory=list)  # multi-scale test pyramid, e.g. [480, 576, 688, 864, 1200]; empty: model.test_scale alone
@@ -42,6 +44,8 @@ class InferenceConfig:
                              f"got scales {self.scales}, scale_roi_size {self.scale_roi_size}")
         if self.box_voting_iou is not None and not 0.0 < self.box_voting_iou <= 1.0:
             raise ValueError(f"box_voting_iou must be in (0, 1] or null, got {self.box_voting_iou}")
+        if not isinstance(self.flip, bool):
+            raise ValueError(f"flip must be true or false, got {self.flip!r}")
         ranks = self.svd_rank.values() if isinstance(self.svd_rank, dict) else [self.svd_rank or 1]
         if any(not isinstance(r, int) or isinstance(r, bool) or r < 1 for r in ranks):
             raise ValueError(f"svd_rank must be a positive integer or a mapping layer -> positive integer, got {self.svd_rank}")
@@ -52,6 +56,13 @@ def decode_class_boxes(box_coder: BoxCoder, deltas: torch.Tensor, proposals: tor
     """[R, C, 4] boxes, one per foreground class (SCR's single box repeated)."""
     boxes = box_coder.decode(deltas, proposals)
     return boxes.expand(-1, num_classes, 4) if boxes.shape[1] == 1 else boxes
+
+
+def mirror_boxes(boxes: torch.Tensor, width: int | float | torch.Tensor) -> torch.Tensor:
+    """Boxes [..., 4] (x1 y1 x2 y2) of an image `width` px wide, mirrored left-right (as torchvision's
+    horizontal_flip: x -> width - x)."""
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    return torch.stack([width - x2, y1, width - x1, y2], dim=-1)
 
 
 def detect_objects(scores: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int],
