@@ -73,3 +73,39 @@ def test_scores_on_boxes_keeps_the_boxes_and_gives_our_probability_of_each_label
         probabilities, _ = model.region_predictions([dataset[0][0]], [torch.tensor(box)])[0]
     np.testing.assert_allclose(rescored["scores"], probabilities[0, 1:].numpy(), rtol=1e-5)
     assert 0.0 < rescored["scores"].sum() < 1.0 and not np.allclose(rescored["scores"], 0.9)
+
+
+def load_bench():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_peer", ROOT / "tools" / "bench_vs_faster_rcnn.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_merge_flipped_mirrors_back_and_suppresses_the_mirrors_duplicates():
+    import torch
+
+    found = {"boxes": torch.tensor([[10.0, 10.0, 30.0, 40.0], [50.0, 5.0, 70.0, 25.0]]),
+             "scores": torch.tensor([0.9, 0.4]), "labels": torch.tensor([1, 2])}
+    # the mirror (width 100) sees the first object again, a bit more sure, and one the image missed
+    mirrored = {"boxes": torch.tensor([[70.0, 10.0, 90.0, 40.0], [0.0, 60.0, 20.0, 80.0]]),
+                "scores": torch.tensor([0.95, 0.6]), "labels": torch.tensor([1, 1])}
+    merged = load_bench().merge_flipped(found, mirrored, 100, 0.5, 100)
+    torch.testing.assert_close(merged["boxes"], torch.tensor([[10.0, 10.0, 30.0, 40.0], [80.0, 60.0, 100.0, 80.0],
+                                                              [50.0, 5.0, 70.0, 25.0]]))
+    torch.testing.assert_close(merged["scores"], torch.tensor([0.95, 0.6, 0.4]))
+    assert merged["labels"].tolist() == [1, 1, 2]
+    assert len(load_bench().merge_flipped(found, mirrored, 100, 0.5, 2)["scores"]) == 2
+
+
+def test_bench_with_test_flip_scores_both_sides_with_and_without_it(tmp_path):
+    config = tiny_config(tmp_path, tmp_path / "proposals", "fast", train={"steps": 2, "threads": 1})
+    out = tmp_path / "bench"
+    done = subprocess.run([sys.executable, "tools/bench_vs_faster_rcnn.py", "--config", str(config), "--out", str(out),
+                           "test.flip=true"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = re.findall(r"^((?:ours|torchvision FasterRCNN).*?)\s+[\d.]+\s+\d+\s+\d+$", done.stdout, re.M)
+    assert rows == ["ours", "ours without test flip", "torchvision FasterRCNN", "torchvision FasterRCNN + test flip",
+                    "ours scoring its boxes"], done.stdout[-2000:]

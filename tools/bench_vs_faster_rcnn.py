@@ -23,6 +23,9 @@ the same augmentation as ours); 0.0 is the peer with flips only, as torchvision'
 `--peer-weight-average 0.999,none` likewise for the average of its weights (default: the config's
 `train.weight_average`, as ours; none is torchvision's detection reference, which has no average).
 Several values of both train the peer once per pair.
+With `test.flip=true` ours is scored with the test-time flip (row "ours") and without it ("ours without test
+flip"), and the peer without it and with it ("+ test flip": its detections on the image and on the mirror, merged
+by per-class NMS, since its RPN's candidates differ between the two).
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.ops import batched_nms
 
 import backbones
 from detect.config import load_config
@@ -52,6 +56,7 @@ from detect.data.samplers import SeededSampler
 from detect.evaluation.confusion import confusion_matrix
 from detect.evaluation.evaluate import format_table
 from detect.evaluation.results import write_coco_results
+from detect.models.postprocess import mirror_boxes
 from detect.utils.files import atomic_write_bytes
 
 
@@ -127,15 +132,29 @@ def train_peer(cfg: DetectionConfig, weights: str | None, color_jitter: float,
 
 
 @torch.no_grad()
-def predict_peer(model: FasterRCNN, dataset, test_scale: int) -> list[dict]:
+def predict_peer(model: FasterRCNN, dataset, test_scale: int, flip: bool = False) -> list[dict]:
+    """The peer's detections; with flip, those of the image and of its mirror merged (merge_flipped)."""
     model.eval()
     model.transform.min_size = (test_scale,)  # torchvision tests at the last training scale; ours at test_scale
     predictions = []
     for index in range(len(dataset)):
         image, _ = dataset[index]
         out = model([image])[0]
+        if flip:
+            out = merge_flipped(out, model([image.flip(-1)])[0], image.shape[-1], model.roi_heads.nms_thresh,
+                                model.roi_heads.detections_per_img)
         predictions.append({k: v.cpu().numpy() for k, v in out.items()})
     return predictions
+
+
+def merge_flipped(found: dict, mirrored: dict, width: int, nms_iou: float, max_detections: int) -> dict:
+    """Test-time flip for a detector whose candidates depend on the image (an RPN's): the mirror's
+    detections mirrored back join the image's, then per-class NMS and the top max_detections (the
+    detection-level merge of detectron2's and mmdetection's flip test)."""
+    boxes = torch.cat([found["boxes"], mirror_boxes(mirrored["boxes"], width)])
+    scores, labels = torch.cat([found["scores"], mirrored["scores"]]), torch.cat([found["labels"], mirrored["labels"]])
+    keep = batched_nms(boxes, scores, labels, nms_iou)[:max_detections]
+    return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
 
 
 @torch.no_grad()
@@ -195,6 +214,13 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate_predictions(test_set, predictions, ["voc07"])["voc07"]
         rows["ours"] = (result, train_seconds, time.perf_counter() - tic)
         write_errors(out / "ours", test_set, predictions)
+        if cfg.test.flip:  # the same checkpoint without the test-time flip
+            tic = time.perf_counter()
+            model.inference = replace(model.inference, flip=False)
+            plain = predict(model, data, torch.device("cpu"), amp=False, progress=False)
+            rows["ours without test flip"] = (evaluate_predictions(test_set, plain, ["voc07"])["voc07"], train_seconds,
+                                              time.perf_counter() - tic)
+            model.inference = replace(model.inference, flip=True)
     if args.skip != "peer":
         jitters = args.peer_color_jitter or [cfg.data.color_jitter]
         averages = args.peer_weight_average or [cfg.train.weight_average]
@@ -211,6 +237,11 @@ def main(argv: list[str] | None = None) -> int:
                        + (f" wa {average or 'none'}" if len(averages) > 1 else ""))
             rows["torchvision FasterRCNN" + variant] = (result, train_seconds, time.perf_counter() - tic)
             write_errors(out / ("peer" + variant.replace(" ", "_")), test_set, predictions)
+            if cfg.test.flip:  # the peer with ours' test-time flip too
+                tic = time.perf_counter()
+                flipped = predict_peer(peer, test_set, cfg.model.test_scale, flip=True)
+                rows["torchvision FasterRCNN + test flip" + variant] = (
+                    evaluate_predictions(test_set, flipped, ["voc07"])["voc07"], train_seconds, time.perf_counter() - tic)
             if model is not None:
                 tic = time.perf_counter()
                 rescored = evaluate_predictions(test_set, scores_on_boxes(model, test_set, predictions), ["voc07"])
@@ -221,9 +252,9 @@ def main(argv: list[str] | None = None) -> int:
           f"colour jitter ours {cfg.data.color_jitter:g}, weight average ours {cfg.train.weight_average or 'none'}")
     for name, (result, train_s, test_s) in rows.items():
         print(f"\n== {name} ==\n{format_table(result)}")
-    print(f"\n{'detector':<30} {'VOC07 mAP':>9} {'train s':>8} {'test s':>7}")
+    print(f"\n{'detector':<36} {'VOC07 mAP':>9} {'train s':>8} {'test s':>7}")
     for name, (result, train_s, test_s) in rows.items():
-        print(f"{name:<30} {result['mAP']:>9.4f} {train_s:>8.0f} {test_s:>7.0f}")
+        print(f"{name:<36} {result['mAP']:>9.4f} {train_s:>8.0f} {test_s:>7.0f}")
     out.mkdir(parents=True, exist_ok=True)
     summary = {name: {"voc07_mAP": r["mAP"], "ap": r["ap"], "train_seconds": a, "test_seconds": b}
                for name, (r, a, b) in rows.items()}
