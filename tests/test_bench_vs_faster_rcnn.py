@@ -48,17 +48,13 @@ def test_bench_trains_the_peer_once_per_weight_average(tmp_path):
 
 
 def test_scores_on_boxes_keeps_the_boxes_and_gives_our_probability_of_each_label(bccd_checkpoint):
-    import importlib.util
-
     import numpy as np
     import torch
 
     from detect.data.spec import build_dataset
     from detect.engine.detection_inference import load_detector
 
-    spec = importlib.util.spec_from_file_location("bench_peer", ROOT / "tools" / "bench_vs_faster_rcnn.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench()
     checkpoint, config, _ = bccd_checkpoint
     model, cfg, classes = load_detector(checkpoint, device="cpu")
     dataset = build_dataset(cfg.data.test, classes)
