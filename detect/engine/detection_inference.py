@@ -6,7 +6,7 @@ predicts its share and the shares are gathered, so every process ends with the f
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ from detect.engine.detection_config import DetectionConfig
 from detect.engine.detection_data import ProposalDataset, collate
 from detect.errors import UserError
 from detect.evaluation.evaluate import evaluate
-from detect.models.detector import Detector, build_detector
+from detect.models.detector import Detector, ModelConfig, build_detector
 from detect.models.ensemble import DetectorEnsemble
 from detect.models.postprocess import InferenceConfig
 from detect.models.truncated_svd import apply_truncated_svd
@@ -74,16 +74,40 @@ def check_compatible(checkpoint: dict, path: Path, cfg: DetectionConfig, classes
         raise UserError(f"{path}: checkpoint classes {checkpoint.get('classes')} differ from the dataset's {classes}")
 
 
+# Model keys a test may set for itself; every other one says how the checkpoint's weights were trained to be
+# read (trunk options, RoI layer and context, box coding), so the checkpoint's own value is the one that fits.
+TEST_TIME_MODEL_KEYS = ("test_scale", "max_size", "chunk_size")
+# Keys that only shape training (scales, sampler, losses): a config that differs there changes nothing at test.
+TRAINING_ONLY_MODEL_KEYS = ("train_scales", "box_training", "box_iou", "box_loss_weight", "box_loss", "box_loss_beta",
+                            "box_loss_average", "sampler")
+
+
+def model_as_trained(cfg: DetectionConfig, saved: DetectionConfig, path: Path) -> DetectionConfig:
+    """cfg with the checkpoint's model section, less the test-time keys (the config's). A config that says
+    otherwise on a key the weights depend on (say model.roi_context, set by an override at training) would
+    build a detector that reads them wrongly, silently; a note names each such key and the value used."""
+    model = replace(saved.model, **{key: getattr(cfg.model, key) for key in TEST_TIME_MODEL_KEYS})
+    ignored = TEST_TIME_MODEL_KEYS + TRAINING_ONLY_MODEL_KEYS
+    differ = [f"model.{f.name}={getattr(saved.model, f.name)!r} (the config: {getattr(cfg.model, f.name)!r})"
+              for f in fields(ModelConfig) if f.name not in ignored
+              and getattr(saved.model, f.name) != getattr(cfg.model, f.name)]
+    if differ:
+        print(f"note: {path} was trained with {', '.join(differ)}: the checkpoint's values are used")
+    return replace(cfg, model=model)
+
+
 def load_detector(path: str | Path, cfg: DetectionConfig | None = None, classes: list[str] | None = None,
                   device: torch.device | str = "cpu", svd_rank: int | dict[str, int] | None = None,
                   ) -> tuple[Detector, DetectionConfig, list[str]]:
-    """The detector in a checkpoint; with cfg/classes given, first check they match it. The head's fc
+    """The detector in a checkpoint; with cfg/classes given, first check they match it (cfg's test section and
+    test-time model keys apply, the rest of the model is the checkpoint's: model_as_trained). The head's fc
     layers are factorised by truncated SVD when `svd_rank` (else the config's test.svd_rank) is set."""
     path = Path(path)
     checkpoint = load_checkpoint(path, map_location="cpu")
     saved_cfg = checkpoint_config(checkpoint, path)
     if cfg is not None:
         check_compatible(checkpoint, path, cfg, classes if classes is not None else checkpoint["classes"])
+        cfg = model_as_trained(cfg, saved_cfg, path)
     cfg = cfg or saved_cfg
     if svd_rank is not None:
         cfg = replace(cfg, test=from_dict(InferenceConfig, {**to_dict(cfg.test), "svd_rank": svd_rank}, where="svd_rank"))
