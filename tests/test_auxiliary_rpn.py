@@ -1,4 +1,5 @@
-"""model.auxiliary_rpn_weight: an RPN's losses train the trunk beside the head; at test it is not run."""
+"""model.auxiliary_rpn_weight: an RPN's losses train the trunk beside the head; at test it is not run, unless
+model.rpn_proposals adds its top N proposals to the cached ones (training and test)."""
 import pytest
 import torch
 
@@ -114,9 +115,66 @@ def test_auxiliary_rpn_losses_stay_float32_under_bf16_autocast(bccd_batch):
     def losses(autocast: bool) -> dict:
         torch.manual_seed(1)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            return auxiliary_rpn_losses(rpn, batch, [(240, 320)], features, boxes, 1.0)
+            return auxiliary_rpn_losses(rpn, batch, [(240, 320)], features, boxes, 1.0)[1]
 
     plain, mixed = losses(False), losses(True)
     for name in plain:
         assert mixed[name].dtype == torch.float32
         assert torch.equal(mixed[name], plain[name]), name
+
+
+def sampled_regions(rpn_proposals: int, batch) -> list:
+    """The regions the sampler hands the head in one training step without any cached proposal."""
+    images, targets, _, num_classes = batch
+    torch.manual_seed(0)
+    detector = build_detector(ModelConfig(**OPTIONS, auxiliary_rpn_weight=1.0, rpn_proposals=rpn_proposals),
+                              num_classes).train()
+    seen, sampler = [], detector.sampler
+
+    def recording(proposals, targets, background_loss=None):
+        seen.extend(sampler(proposals, targets, background_loss))
+        return seen[-len(proposals):]
+    detector.sampler = recording
+    detector(images, [torch.zeros((0, 4)) for _ in images], targets)
+    return seen
+
+
+def test_rpn_proposals_join_the_candidates_the_head_trains_on(bccd_batch):
+    alone = sampled_regions(0, bccd_batch)  # the ground-truth boxes are the only candidates
+    assert all((s.labels > 0).all() and (s.ious > 0.999).all() for s in alone)
+    joined = sampled_regions(200, bccd_batch)
+    assert all((s.labels == 0).any() for s in joined)  # the RPN's boxes: background among them
+    assert sum(len(s.boxes) for s in joined) > sum(len(s.boxes) for s in alone)
+    boxes = torch.cat([s.boxes for s in joined])
+    assert boxes.min() >= 0 and boxes[:, 2].max() <= 256 and boxes[:, 3].max() <= 192  # the network's pixels
+
+
+def test_rpn_proposals_at_test_follow_the_cached_ones_in_the_images_pixels(bccd_batch):
+    from dataclasses import replace
+
+    from detect.models.ensemble import DetectorEnsemble
+    images, _, proposals, num_classes = bccd_batch
+    torch.manual_seed(0)
+    detector = build_detector(ModelConfig(**OPTIONS, auxiliary_rpn_weight=1.0, rpn_proposals=50), num_classes).eval()
+    extended = detector.with_rpn_proposals(images, proposals)
+    for image, given, both in zip(images, proposals, extended):
+        assert torch.equal(both[:len(given)], given)
+        learned = both[len(given):]
+        height, width = image.shape[-2:]  # 480 x 640; the network sees 192 x 256
+        assert 0 < len(learned) <= 50 and learned.min() >= 0
+        assert learned[:, 2].max() <= width and learned[:, 3].max() <= height and learned[:, 2].max() > 300
+    assert [len(s) for s, _ in detector.region_predictions(images, proposals)] == [len(e) for e in extended]
+    detector.inference = replace(detector.inference, flip=True)  # the mirror scores the same regions
+    assert [len(s) for s, _ in detector.region_predictions(images, proposals)] == [len(e) for e in extended]
+    torch.manual_seed(1)
+    other = build_detector(ModelConfig(**OPTIONS, auxiliary_rpn_weight=1.0, rpn_proposals=50), num_classes).eval()
+    ensemble = DetectorEnsemble([detector, other], detector.inference).eval()  # both score both RPNs' proposals
+    with torch.no_grad():
+        assert len(ensemble(images, proposals)) == len(images)
+
+
+def test_rpn_proposals_need_the_rpn_and_a_whole_count():
+    with pytest.raises(ValueError, match="rpn_proposals needs auxiliary_rpn_weight > 0"):
+        ModelConfig(rpn_proposals=100).validate()
+    with pytest.raises(ValueError, match="rpn_proposals must be a whole number >= 0, got -1"):
+        ModelConfig(auxiliary_rpn_weight=1.0, rpn_proposals=-1).validate()

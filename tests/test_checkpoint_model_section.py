@@ -1,5 +1,5 @@
 """`detect test` with the training config reads a checkpoint as it was trained: the checkpoint's model section
-(here model.roi_context and fc_width, set by overrides at training), the config's test-time keys."""
+(here model.roi_context, fc_width and the RPN's proposals, set by overrides at training), the config's test-time keys."""
 import json
 
 import pytest
@@ -13,7 +13,8 @@ from detector_setup import tiny_config
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
-TRAINED_WITH = ["model.roi_context=1.5", "model.backbone_options.fc_width=48"]
+TRAINED_WITH = ["model.roi_context=1.5", "model.backbone_options.fc_width=48", "model.auxiliary_rpn_weight=1.0",
+                "model.rpn_proposals=20"]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def test_the_checkpoints_model_keys_win_and_a_note_names_them(trained, capsys):
     cfg = load_config(DetectionConfig, config, ["model.test_scale=96"])
     model, used, _ = load_detector(checkpoint, cfg, ["circle", "rectangle", "triangle"])
     assert used.model.roi_context == 1.5 and used.model.backbone_options["fc_width"] == 48
-    assert model.regions.context == 1.5
+    assert model.regions.context == 1.5 and model.auxiliary_rpn is not None and used.model.rpn_proposals == 20
     assert used.model.test_scale == 96 and model.transform.min_size == (96,)  # a test-time key stays the config's
     out = capsys.readouterr().out
     assert f"note: {checkpoint} was trained with " in out
@@ -58,3 +59,10 @@ def test_a_checkpoint_of_another_backbone_is_still_refused(trained, tmp_path):
     other = tmp_path / "other.yaml"
     other.write_text(yaml.safe_dump(raw))
     assert cli(["test", "--config", str(other), "--checkpoint", str(checkpoint), "--out", str(tmp_path)]) == 2
+
+
+def test_export_refuses_a_detector_whose_rpn_makes_proposals(trained, tmp_path, capsys):
+    _, checkpoint = trained
+    assert cli(["export", "--checkpoint", str(checkpoint), "--format", "torchscript", "--out", str(tmp_path / "d.pt")]) == 2
+    assert "trained with model.rpn_proposals=20: its RPN's proposals are not in the exported graph" in capsys.readouterr().err
+    assert not (tmp_path / "d.pt").exists()

@@ -42,6 +42,9 @@ def export_detector(checkpoint: str | Path, fmt: str, out: str | Path,
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
     model, cfg, classes = load_detector(checkpoint, device="cpu", svd_rank=svd_rank)
+    if cfg.model.rpn_proposals:
+        raise UserError(f"{checkpoint}: trained with model.rpn_proposals={cfg.model.rpn_proposals}: its RPN's proposals "
+                        "are not in the exported graph (proposals are its input); use `detect infer` or `detect test`")
     wrapper = ExportableDetector(model).eval()
     inputs = example_inputs(cfg.model.test_scale)
     out = Path(out)

@@ -22,7 +22,7 @@ from torchvision.ops import clip_boxes_to_image
 
 import backbones
 from detect.errors import UserError
-from detect.models.auxiliary_rpn import auxiliary_rpn_losses, build_auxiliary_rpn
+from detect.models.auxiliary_rpn import auxiliary_rpn_losses, build_auxiliary_rpn, rpn_boxes
 from detect.models.box_coder import BoxCoder
 from detect.models.image_pyramid import pyramid_region_features, pyramid_transforms
 from detect.models.localisation_head import LocalisationHead, box_loss
@@ -69,6 +69,9 @@ class ModelConfig:
     # fast mode: weight of an RPN's losses trained beside the head as extra supervision of the trunk (its
     # proposals unused, dropped at test; detect/models/auxiliary_rpn.py); 0: off, as in the papers
     auxiliary_rpn_weight: float = 0.0  # fast mode: dense objectness supervision of the trunk; 0 off
+    # fast mode, with the RPN above: its top N proposals (learned on the shared trunk, as Faster R-CNN's) join each
+    # image's cached ones (Selective Search's) in training and at test, so the head trains and tests on both
+    rpn_proposals: int = 0  # fast mode: the trunk RPN's top N proposals join the cached ones; 0 off
 
     def validate(self) -> None:
         if self.width <= 0:
@@ -91,6 +94,10 @@ class ModelConfig:
             raise ValueError("sampler.hard_negative_pool needs mode fast (one trunk pass scores the candidates)")
         if self.auxiliary_rpn_weight > 0 and self.mode != "fast":
             raise ValueError("auxiliary_rpn_weight needs mode fast (one trunk pass per image); rcnn mode warps crops")
+        if not isinstance(self.rpn_proposals, int) or isinstance(self.rpn_proposals, bool) or self.rpn_proposals < 0:
+            raise ValueError(f"rpn_proposals must be a whole number >= 0, got {self.rpn_proposals!r}")
+        if self.rpn_proposals and not self.auxiliary_rpn_weight > 0:
+            raise ValueError("rpn_proposals needs auxiliary_rpn_weight > 0 (the RPN that makes them is trained by its loss)")
 
     def sampler_config(self) -> SamplerConfig:
         if self.sampler is not None:
@@ -117,7 +124,7 @@ class Detector(nn.Module):
         self.num_classes = num_classes
         self.cfg = cfg
         self.inference = inference
-        self.auxiliary_rpn = (build_auxiliary_rpn(regions.trunk.out_channels)
+        self.auxiliary_rpn = (build_auxiliary_rpn(regions.trunk.out_channels, cfg.rpn_proposals)
                               if cfg.auxiliary_rpn_weight > 0 and cfg.mode == "fast" else None)
         # "joint": both losses; "classify" / "localise": the two stages of separate box training.
         self.stage: Literal["joint", "classify", "localise"] = "joint"
@@ -131,13 +138,30 @@ class Detector(nn.Module):
             sampled = self.sampler(proposals, targets)
             return self.losses(*self.score_regions(batch, [s.boxes for s in sampled]), sampled)
         features = self.regions.trunk(batch)
+        rpn_losses = {}
+        if self.auxiliary_rpn is not None and self.cfg.rpn_proposals:  # its boxes join the proposals before sampling
+            learned, rpn_losses = auxiliary_rpn_losses(self.auxiliary_rpn, batch, sizes, features, targets,
+                                                       self.cfg.auxiliary_rpn_weight)
+            # no gradient through the boxes, as in Faster R-CNN's approximate joint training
+            proposals = [torch.cat([p, b.detach().to(p)]) for p, b in zip(proposals, learned)]
         sampled = self.sampler(proposals, targets, partial(self.background_loss, features))
         class_logits, deltas = self.score_features(self.regions.from_features(features, [s.boxes for s in sampled]))
-        losses = self.losses(class_logits, deltas, sampled)
-        if self.auxiliary_rpn is not None:
+        losses = {**self.losses(class_logits, deltas, sampled), **rpn_losses}
+        if self.auxiliary_rpn is not None and not self.cfg.rpn_proposals:  # after the head: its draws as without it
             losses.update(auxiliary_rpn_losses(self.auxiliary_rpn, batch, sizes, features, targets,
-                                               self.cfg.auxiliary_rpn_weight))
+                                               self.cfg.auxiliary_rpn_weight)[1])
         return losses
+
+    @torch.no_grad()
+    def with_rpn_proposals(self, images: list[torch.Tensor], proposals: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Test time: each image's proposals and, with model.rpn_proposals, the trunk RPN's top N after them (in the
+        image's pixels): the regions every later step (flip, scales, refinement, an ensemble) then shares."""
+        if not self.cfg.rpn_proposals or self.auxiliary_rpn is None:
+            return proposals
+        batch, sizes, _, _ = self.prepare(images, [p[:0] for p in proposals], None)
+        learned = rpn_boxes(self.auxiliary_rpn, batch, sizes, self.regions.trunk(batch))
+        return [torch.cat([p.to(b), resize_boxes(b, size, tuple(image.shape[-2:]))])
+                for p, b, size, image in zip(proposals, learned, sizes, images)]
 
     @torch.no_grad()
     def background_loss(self, features: torch.Tensor, boxes: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -148,12 +172,16 @@ class Detector(nn.Module):
         loss = -F.log_softmax(logits.float(), dim=-1)[:, 0]
         return list(loss.split([len(b) for b in boxes]))
 
-    def region_predictions(self, images: list[torch.Tensor], proposals: list[torch.Tensor]
-                           ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def region_predictions(self, images: list[torch.Tensor], proposals: list[torch.Tensor],
+                           add_rpn_proposals: bool = True) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Test time, before the threshold and NMS: per image, soft-max scores [R,C+1] and per-class boxes
         [R,C,4] in the image's own pixels (what an ensemble averages). One scale, or test.scales' pyramid;
         with refine_pool, the regions of every refinement iteration one after the other; with test.flip,
-        the mean of the image's and its mirror's (the same regions, mirrored, then mirrored back)."""
+        the mean of the image's and its mirror's (the same regions, mirrored, then mirrored back). With
+        model.rpn_proposals the regions are the proposals and the RPN's (with_rpn_proposals), unless
+        `add_rpn_proposals` is false (an ensemble adds every member's first)."""
+        if add_rpn_proposals:
+            proposals = self.with_rpn_proposals(images, proposals)
         found = self.unflipped_region_predictions(images, proposals)
         if not self.inference.flip:
             return found

@@ -29,7 +29,9 @@ class DetectorEnsemble(nn.Module):
     def forward(self, images: list[torch.Tensor], proposals: list[torch.Tensor]) -> list[dict]:
         if self.training:
             raise RuntimeError("DetectorEnsemble is for testing: train its detectors one by one")
-        scored = [member.region_predictions(images, proposals) for member in self.members]
+        for member in self.members:  # the same regions for all: every member's RPN proposals (model.rpn_proposals)
+            proposals = member.with_rpn_proposals(images, proposals)
+        scored = [member.region_predictions(images, proposals, add_rpn_proposals=False) for member in self.members]
         detections = []
         for index, image in enumerate(images):
             scores = torch.stack([s[index][0] for s in scored]).mean(dim=0)
