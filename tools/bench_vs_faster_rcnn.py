@@ -168,7 +168,7 @@ def scores_on_boxes(model: torch.nn.Module, dataset, predictions: list[dict]) ->
         image, _ = dataset[index]
         boxes = torch.as_tensor(found["boxes"], dtype=torch.float32).reshape(-1, 4)
         labels = torch.as_tensor(found["labels"], dtype=torch.long).reshape(-1)
-        probabilities, _ = model.region_predictions([image], [boxes])[0]
+        probabilities, _ = model.region_predictions([image], [boxes], add_rpn_proposals=False)[0]
         rescored.append({"boxes": boxes.numpy(), "labels": labels.numpy(),
                          "scores": probabilities[torch.arange(len(boxes)), labels].numpy()})
     return rescored
