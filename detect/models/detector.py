@@ -67,7 +67,7 @@ class ModelConfig:
     box_loss_average: Literal["regressed", "sampled"] = "regressed"  # box loss per regressed or per sampled region
     sampler: SamplerConfig | None = None  # None: the paper's sampler for the mode
     # fast mode: weight of an RPN's losses trained beside the head as extra supervision of the trunk (its
-    # proposals unused, dropped at test; detect/models/auxiliary_rpn.py); 0: off, as in the papers
+    # proposals unused and not run at test unless rpn_proposals; detect/models/auxiliary_rpn.py); 0: off, as in the papers
     auxiliary_rpn_weight: float = 0.0  # fast mode: dense objectness supervision of the trunk; 0 off
     # fast mode, with the RPN above: its top N proposals (learned on the shared trunk, as Faster R-CNN's) join each
     # image's cached ones (Selective Search's) in training and at test, so the head trains and tests on both
