@@ -19,7 +19,7 @@ TRAINED_WITH = ["model.roi_context=1.5", "model.backbone_options.fc_width=48", "
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A one-step checkpoint trained with two model overrides the config file does not have."""
+    """A one-step checkpoint trained with model overrides (TRAINED_WITH) the config file does not have."""
     tmp = tmp_path_factory.mktemp("trained")
     config = tiny_config(tmp, tmp / "cache", train={"steps": 1})
     assert cli(["train", "--config", str(config), *TRAINED_WITH]) == 0
