@@ -178,3 +178,31 @@ def test_rpn_proposals_need_the_rpn_and_a_whole_count():
         ModelConfig(rpn_proposals=100).validate()
     with pytest.raises(ValueError, match="rpn_proposals must be a whole number >= 0, got -1"):
         ModelConfig(auxiliary_rpn_weight=1.0, rpn_proposals=-1).validate()
+
+
+def test_exported_rpn_proposals_equal_the_detectors_at_every_image_size(bccd_batch):
+    """The traced graph (`detect export`) keeps the image size an input: traced on one crop, it proposes
+    the detector's boxes on crops of other sizes (torchvision's RPN alone would freeze the first size)."""
+    images, _, _, num_classes = bccd_batch
+    torch.manual_seed(0)
+    detector = build_detector(ModelConfig(**OPTIONS, auxiliary_rpn_weight=1.0, rpn_proposals=200), num_classes).eval()
+    torch.nn.init.normal_(detector.auxiliary_rpn.head.cls_logits.weight, std=1.0)  # objectness that varies a lot
+
+    class Regions(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.exportable = ExportableDetector(detector)
+
+        def forward(self, image, proposals):
+            return self.exportable.with_rpn_proposals(image, proposals)
+
+    crops = [images[0], images[1][:, :400, :520], images[0][:, 37:, 11:333]]
+    given = torch.tensor([[10.0, 20.0, 90.0, 120.0]])
+    with torch.no_grad():
+        traced = torch.jit.trace(Regions(), (crops[1], given), check_trace=False)
+        for crop in crops:
+            expected = detector.with_rpn_proposals([crop], [given])[0]
+            assert len(expected) > 50  # the given box and the RPN's after NMS 0.7
+            for found in (Regions()(crop, given), traced(crop, given)):
+                assert found.shape == expected.shape
+                torch.testing.assert_close(found, expected, rtol=0, atol=1e-3)

@@ -60,9 +60,3 @@ def test_a_checkpoint_of_another_backbone_is_still_refused(trained, tmp_path):
     other.write_text(yaml.safe_dump(raw))
     assert cli(["test", "--config", str(other), "--checkpoint", str(checkpoint), "--out", str(tmp_path)]) == 2
 
-
-def test_export_refuses_a_detector_whose_rpn_makes_proposals(trained, tmp_path, capsys):
-    _, checkpoint = trained
-    assert cli(["export", "--checkpoint", str(checkpoint), "--format", "torchscript", "--out", str(tmp_path / "d.pt")]) == 2
-    assert "trained with model.rpn_proposals=20: its RPN's proposals are not in the exported graph" in capsys.readouterr().err
-    assert not (tmp_path / "d.pt").exists()

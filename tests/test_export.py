@@ -22,11 +22,31 @@ ort = pytest.importorskip("onnxruntime")
 
 
 @pytest.fixture(scope="module")
-def exported(bccd_checkpoint, tmp_path_factory):
-    checkpoint, _, images = bccd_checkpoint
-    out = tmp_path_factory.mktemp("export")
+def rpn_checkpoint(bccd_checkpoint, tmp_path_factory):
+    """bccd_checkpoint's config trained with the trunk RPN's proposals (model.rpn_proposals) joining the given ones."""
+    _, config, images = bccd_checkpoint
+    out = tmp_path_factory.mktemp("rpn_run")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert cli(["train", "--config", str(config), f"train.out_dir={out}", "model.auxiliary_rpn_weight=1.0",
+                    "model.rpn_proposals=50"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return out / "last.pth", config, images
+
+
+def export_both(checkpoint, out: Path) -> None:
     assert cli(["export", "--checkpoint", str(checkpoint), "--format", "onnx", "--out", str(out / "d.onnx")]) == 0
     assert cli(["export", "--checkpoint", str(checkpoint), "--format", "torchscript", "--out", str(out / "d.pt")]) == 0
+
+
+@pytest.fixture(scope="module", params=["given proposals", "and the RPN's"])
+def exported(request, tmp_path_factory):
+    checkpoint, _, images = request.getfixturevalue("bccd_checkpoint" if request.param == "given proposals"
+                                                    else "rpn_checkpoint")
+    out = tmp_path_factory.mktemp("export")
+    export_both(checkpoint, out)
     return out, checkpoint, images
 
 
@@ -39,6 +59,8 @@ def test_onnx_and_torchscript_give_pytorchs_detections(exported):
     scripted = torch.jit.load(str(out / "d.pt"))
     meta = json.loads((out / "d.onnx.json").read_text())
     assert meta["classes"] == predictor.classes and meta["postprocess"]["nms_iou"] == predictor.cfg.test.nms_iou
+    rpn = meta["rpn_proposals"]
+    assert rpn == predictor.cfg.model.rpn_proposals
     worst, sizes, counts = {"onnx": 0.0, "torchscript": 0.0}, set(), set()
     for k, path in enumerate(images):  # 640x480 and four crops, 100 to 48 proposals: both sizes are dynamic
         image = np.array(np.asarray(Image.open(path).convert("RGB"))[: 480 - 50 * k, : 640 - 77 * k])
@@ -53,8 +75,10 @@ def test_onnx_and_torchscript_give_pytorchs_detections(exported):
                                                                                 "proposals": proposals.numpy()})],
                        "torchscript": list(scripted(tensor, proposals))}
         for fmt, (scores, boxes) in outputs.items():
-            assert scores.shape == (len(proposals), len(predictor.classes) + 1)
-            assert boxes.shape == (len(proposals), len(predictor.classes), 4)
+            regions = len(scores)  # the given proposals, then up to model.rpn_proposals of the RPN's
+            assert len(proposals) + (rpn > 0) <= regions <= len(proposals) + rpn
+            assert scores.shape == (regions, len(predictor.classes) + 1)
+            assert boxes.shape == (regions, len(predictor.classes), 4)
             found = detect_objects(scores, boxes, tuple(image.shape[:2]), predictor.model.inference)
             np.testing.assert_array_equal(found["labels"].numpy(), expected["labels"], err_msg=f"{fmt} {path.name}")
             np.testing.assert_allclose(found["scores"].numpy(), expected["scores"], atol=1e-5)

@@ -42,9 +42,6 @@ def export_detector(checkpoint: str | Path, fmt: str, out: str | Path,
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
     model, cfg, classes = load_detector(checkpoint, device="cpu", svd_rank=svd_rank)
-    if cfg.model.rpn_proposals:
-        raise UserError(f"{checkpoint}: trained with model.rpn_proposals={cfg.model.rpn_proposals}: its RPN's proposals "
-                        "are not in the exported graph (proposals are its input); use `detect infer` or `detect test`")
     wrapper = ExportableDetector(model).eval()
     inputs = example_inputs(cfg.model.test_scale)
     out = Path(out)
@@ -72,6 +69,8 @@ def metadata(cfg, classes: list[str], fmt: str, checkpoint: str | Path) -> dict:
         "inputs": {"image": "float32 [3,H,W] RGB in [0,1]", "proposals": "float32 [R,4] x1,y1,x2,y2 image pixels"},
         "outputs": {"scores": "float32 [R,C+1] soft-max, column 0 background",
                     "boxes": "float32 [R,C,4] per foreground class, image pixels"},
+        # model.rpn_proposals: the graph's RPN adds up to N regions after the given R (rows R.. of the outputs)
+        "rpn_proposals": cfg.model.rpn_proposals,
         "postprocess": {"score_threshold": cfg.test.score_threshold, "nms_iou": cfg.test.nms_iou,
                         "max_detections": cfg.test.max_detections, "nms": "per class, outside the graph"},
         "svd_rank": cfg.test.svd_rank,

@@ -6,7 +6,7 @@ objectness and a box target at every anchor of every feature cell, every step. T
 signal and nothing else: the detector's proposals still come from `proposals:` (Selective Search,
 MultiBox), the RPN's own boxes are not used, and inference and export do not run it; unless
 `model.rpn_proposals: N` asks for them: then its top N per image join the cached proposals, in training
-(the boxes without gradient) and at test, as a Faster R-CNN's RPN feeds its head.
+(the boxes without gradient) and at test (`detect export` too), as a Faster R-CNN's RPN feeds its head.
 
 The RPN is torchvision's (`RegionProposalNetwork`, `RPNHead`, `AnchorGenerator`) with its Faster R-CNN
 defaults: anchors with IoU >= 0.7 to a ground-truth box are objects, < 0.3 background, 256 per image,
@@ -19,6 +19,7 @@ import torch
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
+from torchvision.ops import nms
 
 ANCHOR_SIZES = (32, 64, 128, 256, 512)  # pixels of the network's input, as torchvision's Faster R-CNN
 ANCHOR_RATIOS = (0.5, 1.0, 2.0)
@@ -56,3 +57,34 @@ def rpn_boxes(rpn: RegionProposalNetwork, batch: torch.Tensor, image_sizes: list
     with torch.autocast(features.device.type, enabled=False):
         boxes, _ = rpn(ImageList(batch, image_sizes), {"0": features.float()})
     return boxes
+
+
+def traceable_rpn_boxes(rpn: RegionProposalNetwork, batch: torch.Tensor, size: torch.Tensor,
+                        features: torch.Tensor) -> torch.Tensor:
+    """`rpn_boxes` for one image in tensor operations only, for `detect export`: torchvision's RPN takes the
+    image size as Python ints, which a trace would freeze; here `size` ([h, w], float, the image before
+    padding) and the feature map's shape stay inputs of the graph. Same anchors, decoding, clipping,
+    small-box removal, NMS and top-N as its `filter_proposals` with one feature level."""
+    objectness, deltas = rpn.head([features])
+    anchor_count = rpn.anchor_generator.num_anchors_per_location()[0]
+    grid = torch._shape_as_tensor(features)[-2:]
+    padded = torch._shape_as_tensor(batch)[-2:]
+    stride = padded // grid  # as AnchorGenerator: the padded input's size over the feature map's, rounded down
+    shifts_x = torch.arange(grid[1], dtype=torch.int64) * stride[1]
+    shifts_y = torch.arange(grid[0], dtype=torch.int64) * stride[0]
+    shift_y, shift_x = torch.meshgrid(shifts_y, shifts_x, indexing="ij")
+    shifts = torch.stack((shift_x.reshape(-1), shift_y.reshape(-1)) * 2, dim=1)
+    base = rpn.anchor_generator.cell_anchors[0].to(features)
+    anchors = (shifts.view(-1, 1, 4) + base.view(1, -1, 4)).reshape(-1, 4)
+    # [1, A, H, W] -> [H*W*A] and [1, A*4, H, W] -> [H*W*A, 4], torchvision's permute_and_flatten order
+    scores = objectness[0].reshape(anchor_count, -1).permute(1, 0).reshape(-1)
+    deltas = deltas[0].reshape(anchor_count, 4, -1).permute(2, 0, 1).reshape(-1, 4)
+    order = scores.argsort(descending=True)[: rpn._pre_nms_top_n["testing"]]
+    boxes = rpn.box_coder.decode_single(deltas[order].detach(), anchors[order])
+    probabilities = torch.sigmoid(scores[order])
+    boxes = torch.stack([boxes[:, 0].clamp(min=0).minimum(size[1]), boxes[:, 1].clamp(min=0).minimum(size[0]),
+                         boxes[:, 2].clamp(min=0).minimum(size[1]), boxes[:, 3].clamp(min=0).minimum(size[0])], dim=1)
+    kept = (((boxes[:, 2] - boxes[:, 0]) >= rpn.min_size) & ((boxes[:, 3] - boxes[:, 1]) >= rpn.min_size)
+            & (probabilities >= rpn.score_thresh))
+    boxes, probabilities = boxes[kept], probabilities[kept]
+    return boxes[nms(boxes, probabilities, rpn.nms_thresh)[: rpn._post_nms_top_n["testing"]]]

@@ -12,6 +12,9 @@ elsewhere), since their output size depends on the data.
     proposals float32 [R, 4] x1 y1 x2 y2 in the image's pixels
     -> scores float32 [R, C+1] (soft-max, column 0 = background),
        boxes  float32 [R, C, 4] one box per foreground class, clipped, in the image's pixels
+
+With model.rpn_proposals the graph also runs the trunk's RPN and scores its top N boxes after the given
+ones: R given proposals give R + (up to N) rows.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import clip_boxes_to_image
 
+from detect.models.auxiliary_rpn import traceable_rpn_boxes
 from detect.models.detector import Detector
 from detect.models.postprocess import decode_class_boxes, mirror_boxes
 from detect.models.region_features import PooledRegions, with_context
@@ -33,6 +37,7 @@ class ExportableDetector(nn.Module):
         self.detector = detector.eval()
 
     def forward(self, image: torch.Tensor, proposals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        proposals = self.with_rpn_proposals(image, proposals)
         scores, boxes = self.unflipped(image, proposals)
         if not self.detector.inference.flip:  # Detector.region_predictions' test.flip: mean with the mirror's
             return scores, boxes
@@ -40,16 +45,29 @@ class ExportableDetector(nn.Module):
         m_scores, m_boxes = self.unflipped(image.flip(-1), mirror_boxes(proposals, width))
         return (scores + m_scores) / 2, (boxes + mirror_boxes(m_boxes, width)) / 2
 
-    def unflipped(self, image: torch.Tensor, proposals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def with_rpn_proposals(self, image: torch.Tensor, proposals: torch.Tensor) -> torch.Tensor:
+        """Detector.with_rpn_proposals: with model.rpn_proposals the trunk RPN's top N follow the given ones."""
         detector = self.detector
-        transform = detector.transform
+        if not detector.cfg.rpn_proposals or detector.auxiliary_rpn is None:
+            return proposals
+        batch, size, to_network = self.network_input(image)
+        learned = traceable_rpn_boxes(detector.auxiliary_rpn, batch, size, detector.regions.trunk(batch))
+        return torch.cat([proposals.to(batch.dtype), learned / to_network])
+
+    def network_input(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The padded batch of one, its size before padding [h, w] and the scale to it (x, y, x, y)."""
+        transform = self.detector.transform
         original = torch._shape_as_tensor(image)[-2:].to(torch.float32)
         normalised = transform.normalize(image)
-        if detector.cfg.mode == "fast":
+        if self.detector.cfg.mode == "fast":
             normalised, _ = transform.resize(normalised)
         size = torch._shape_as_tensor(normalised)[-2:].to(torch.float32)
         batch = transform.batch_images([normalised], size_divisible=transform.size_divisible)
-        to_network = torch.stack([size[1] / original[1], size[0] / original[0]]).repeat(2)  # (x, y, x, y)
+        return batch, size, torch.stack([size[1] / original[1], size[0] / original[0]]).repeat(2)
+
+    def unflipped(self, image: torch.Tensor, proposals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        detector = self.detector
+        batch, size, to_network = self.network_input(image)
         boxes = proposals.to(batch.dtype) * to_network
         class_logits, deltas = self.score(batch, boxes)
         iterations = [self.scores_and_boxes(class_logits, deltas, boxes, size)]
