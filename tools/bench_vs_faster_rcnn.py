@@ -9,7 +9,10 @@ Ours is `detect train` (Selective Search proposals, its own recipe); the peer is
 TwoMLPHead, smooth-L1 box loss, 512 RoIs per image, NMS 0.5), its anchors sized to the trunk.
 
     python tools/bench_vs_faster_rcnn.py --config configs/custom_cpu.yaml --out runs/bench_peer_raccoon \
-        data.train=[voc-dirs:...] data.test=voc-dirs:...
+        --peer-color-jitter 0.0 --peer-weight-average none data.train=[voc-dirs:...] data.test=voc-dirs:...
+
+(the two --peer options give torchvision's reference recipe: flips only, no average of the weights; without
+them the peer gets the config's colour jitter and weight average, as ours).
 
 Prints both per-class tables and the two mAPs side by side, with the training and test seconds.
 With both sides run, a third row, "ours scoring its boxes", keeps the peer's detections (boxes and
