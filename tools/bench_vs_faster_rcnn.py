@@ -4,7 +4,7 @@ Both start from the same backbone trunk of `model.backbone` at `model.width` (fr
 same `--weights`), train for the same `train.steps` x `train.images_per_batch` images at the same
 scales with the same SGD settings (lr, momentum, weight decay, warm-up, milestones, gradient
 clipping, horizontal flips, colour jitter, seed), and are scored on `data.test` by this project's VOC07 evaluator.
-Ours is `detect train` (Selective Search proposals, its own recipe); the peer is
+Ours is `detect train` (its config's proposals, its own recipe); the peer is
 `torchvision.models.detection.FasterRCNN` with torchvision's defaults (RPN, RoIAlign 7x7,
 TwoMLPHead, smooth-L1 box loss, 512 RoIs per image, NMS 0.5), its anchors sized to the trunk.
 
