@@ -21,6 +21,8 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.ops import nms
 
+from detect.models.postprocess import clip_to_size
+
 ANCHOR_SIZES = (32, 64, 128, 256, 512)  # pixels of the network's input, as torchvision's Faster R-CNN
 ANCHOR_RATIOS = (0.5, 1.0, 2.0)
 
@@ -80,10 +82,8 @@ def traceable_rpn_boxes(rpn: RegionProposalNetwork, batch: torch.Tensor, size: t
     scores = objectness[0].reshape(anchor_count, -1).permute(1, 0).reshape(-1)
     deltas = deltas[0].reshape(anchor_count, 4, -1).permute(2, 0, 1).reshape(-1, 4)
     order = scores.argsort(descending=True)[: rpn._pre_nms_top_n["testing"]]
-    boxes = rpn.box_coder.decode_single(deltas[order].detach(), anchors[order])
+    boxes = clip_to_size(rpn.box_coder.decode_single(deltas[order], anchors[order]), size)
     probabilities = torch.sigmoid(scores[order])
-    boxes = torch.stack([boxes[:, 0].clamp(min=0).minimum(size[1]), boxes[:, 1].clamp(min=0).minimum(size[0]),
-                         boxes[:, 2].clamp(min=0).minimum(size[1]), boxes[:, 3].clamp(min=0).minimum(size[0])], dim=1)
     kept = (((boxes[:, 2] - boxes[:, 0]) >= rpn.min_size) & ((boxes[:, 3] - boxes[:, 1]) >= rpn.min_size)
             & (probabilities >= rpn.score_thresh))
     boxes, probabilities = boxes[kept], probabilities[kept]

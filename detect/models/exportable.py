@@ -25,7 +25,7 @@ from torchvision.ops import clip_boxes_to_image
 
 from detect.models.auxiliary_rpn import traceable_rpn_boxes
 from detect.models.detector import Detector
-from detect.models.postprocess import decode_class_boxes, mirror_boxes
+from detect.models.postprocess import clip_to_size, decode_class_boxes, mirror_boxes
 from detect.models.region_features import PooledRegions, with_context
 
 
@@ -89,10 +89,7 @@ class ExportableDetector(nn.Module):
             decoded = boxes[:, None, :].expand(-1, detector.num_classes, 4)
         else:
             decoded = decode_class_boxes(detector.box_coder, deltas, boxes, detector.num_classes)
-        clipped = torch.stack([decoded[..., 0].clamp(min=0).minimum(size[1]), decoded[..., 1].clamp(min=0).minimum(size[0]),
-                               decoded[..., 2].clamp(min=0).minimum(size[1]), decoded[..., 3].clamp(min=0).minimum(size[0])],
-                              dim=-1)
-        return scores, clipped
+        return scores, clip_to_size(decoded, size)
 
     def score(self, batch: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """All regions at once (no chunking: the proposal count stays a dynamic dimension)."""

@@ -58,6 +58,14 @@ def decode_class_boxes(box_coder: BoxCoder, deltas: torch.Tensor, proposals: tor
     return boxes.expand(-1, num_classes, 4) if boxes.shape[1] == 1 else boxes
 
 
+def clip_to_size(boxes: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
+    """Boxes [..., 4] clipped to an image of `size` ([h, w], a tensor): torchvision's clip_boxes_to_image
+    takes Python ints, which a trace (`detect export`) would freeze."""
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    return torch.stack([x1.clamp(min=0).minimum(size[1]), y1.clamp(min=0).minimum(size[0]),
+                        x2.clamp(min=0).minimum(size[1]), y2.clamp(min=0).minimum(size[0])], dim=-1)
+
+
 def mirror_boxes(boxes: torch.Tensor, width: int | float | torch.Tensor) -> torch.Tensor:
     """Boxes [..., 4] (x1 y1 x2 y2) of an image `width` px wide, mirrored left-right (as torchvision's
     horizontal_flip: x -> width - x)."""
