@@ -18,7 +18,10 @@ from functools import partial
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-from torchvision.ops import roi_align, roi_pool
+from torchvision.ops import roi_align as torchvision_roi_align
+from torchvision.ops import roi_pool
+
+from detect.models.roi_align import roi_align
 
 
 @contextmanager
@@ -158,4 +161,4 @@ class WarpedRegions(nn.Module):
 
     def warp(self, images: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
         """[r, 3, warp_size, warp_size] crops (anisotropic scaling, as R-CNN)."""
-        return roi_align(images, rois, self.warp_size, 1.0, sampling_ratio=1, aligned=True)
+        return torchvision_roi_align(images, rois, self.warp_size, 1.0, sampling_ratio=1, aligned=True)
