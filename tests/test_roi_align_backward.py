@@ -47,6 +47,18 @@ def test_float32_gradient_and_an_image_without_rois():
     assert grads[0][2].abs().max() == 0
 
 
+def test_a_channels_last_map_gets_its_gradient_in_that_layout():
+    generator = torch.Generator().manual_seed(2)
+    features = torch.randn(2, 16, 12, 20, generator=generator).contiguous(memory_format=torch.channels_last)
+    features.requires_grad_(True)
+    rois = random_rois(50, 2, 12, 20, 16, generator).float()
+    upstream = torch.randn(50, 16, 7, 7, generator=generator)
+    (ours,) = torch.autograd.grad(roi_align(features, rois, 7, 1 / 16, 1, True), features, upstream)
+    (theirs,) = torch.autograd.grad(torchvision_roi_align(features, rois, 7, 1 / 16, 1, True), features, upstream)
+    assert ours.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+
+
 def test_no_rois_give_a_zero_gradient_of_the_maps_shape():
     features = torch.randn(1, 4, 5, 5, requires_grad=True)
     pooled = roi_align(features, torch.zeros((0, 5)), 7, 1 / 16, 1, True)

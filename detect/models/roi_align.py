@@ -53,6 +53,8 @@ class _RoIAlignSeparableBackward(torch.autograd.Function):
     def forward(ctx, features, rois, output_size, spatial_scale, sampling_ratio, aligned):
         ctx.save_for_backward(rois)
         ctx.shape, ctx.dtype = features.shape, features.dtype
+        ctx.channels_last = (features.is_contiguous(memory_format=torch.channels_last)
+                             and not features.is_contiguous())  # the gradient comes back in the map's layout
         ctx.params = (output_size, spatial_scale, sampling_ratio, aligned)
         return torchvision_roi_align(features, rois, output_size, spatial_scale, sampling_ratio, aligned)
 
@@ -82,5 +84,6 @@ class _RoIAlignSeparableBackward(torch.autograd.Function):
         for i, (rows, spread) in enumerate(zip(along_y.split(counts), spread_x.split(counts))):
             if len(rows):
                 grad[i] = rows.reshape(-1, height).t() @ spread.reshape(-1, channels * width)
-        grad = grad.view(n, height, channels, width).permute(0, 2, 1, 3).contiguous()
+        layout = torch.channels_last if ctx.channels_last else torch.contiguous_format
+        grad = grad.view(n, height, channels, width).permute(0, 2, 1, 3).contiguous(memory_format=layout)
         return grad.to(ctx.dtype), None, None, None, None, None
